@@ -1,0 +1,3 @@
+"""ntkit: Neural Tangent Kernels for PyTorch."""
+
+__version__ = "0.1.0"
