@@ -1,0 +1,100 @@
+"""Empirical NTK by NTK-vector products: a vjp followed by a jvp, never forming the Jacobian of a block.
+
+For a cotangent e_{b,j} (example b of x2, output j) the vector-Jacobian product gives the parameter-space
+vector u = J(x2_b)ᵀ e_j, and the Jacobian-vector product of the x1 block along u gives
+
+    J(x1) u = Θ(x1, x2_b)[:, :, j]        (all x1 examples, all outputs i)
+
+so each (b, j) pair yields one column of the kernel (Novak et al., *Fast Finite Width Neural Tangent Kernel*,
+ICML 2022, "NTK-vector products"; the torch.func tutorial on NTKs). Only a chunk of u vectors is alive at once,
+so memory is bounded by ``chunk · P`` whatever the number of examples. The operator v ↦ Θv itself is
+:func:`ntk_vector_product`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call, jvp, vjp, vmap
+
+from ntkit.empirical._common import Problem, assemble, block_size_for, check_request
+
+
+def _batch_function(problem: Problem):
+    """θ ↦ f(θ, x) as a pure function of the trainable parameters, outputs flattened to (N, O)."""
+    model = problem.model
+    fixed = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    names = list(problem.params)
+
+    def f(flat_params: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
+        values = {**fixed, **dict(zip(names, flat_params, strict=True))}
+        return functional_call(model, values, (x,)).reshape(x.shape[0], -1)
+
+    theta = tuple(problem.params[name].detach() for name in names)
+    return f, theta
+
+
+def _kernel_columns(problem: Problem, f, theta, x1: torch.Tensor, x2_chunk: torch.Tensor) -> torch.Tensor:
+    """Θ(x1, x2_chunk) as (C, O, B1, O): for each x2 example c and its output j, the column J(x1)·J(x2_c)ᵀe_j."""
+    n_out = problem.n_outputs
+    basis = torch.eye(n_out, dtype=theta[0].dtype, device=theta[0].device)
+
+    def cotangent_rows(example: torch.Tensor):
+        # vjp of a single example: u_j = J(x2_c)ᵀ e_j for every output j, without touching other examples.
+        _, pullback = vjp(lambda t: f(t, example.unsqueeze(0))[0], theta)
+        return vmap(pullback)(basis)[0]
+
+    def push_forward(u: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        return jvp(lambda t: f(t, x1), (theta,), (u,))[1]
+
+    with torch.enable_grad():
+        rows = vmap(cotangent_rows)(x2_chunk)  # tuple of (C, O, *param.shape)
+        flat = tuple(r.reshape(-1, *r.shape[2:]) for r in rows)  # (C·O, *param.shape)
+        columns = vmap(push_forward)(flat)  # (C·O, B1, O)
+    return columns.reshape(x2_chunk.shape[0], n_out, x1.shape[0], n_out)
+
+
+def _columns_to_output(columns: torch.Tensor, output: str) -> torch.Tensor:
+    """(C, O_j, B1, O_i) kernel columns → the requested layout for the (B1, C) block."""
+    if output == "full":
+        return columns.permute(2, 0, 3, 1)  # Θ[a, c, i, j]
+    diagonal = torch.diagonal(columns, dim1=1, dim2=3)  # (C, B1, O): Θ[a, c, i, i]
+    if output == "diagonal":
+        return diagonal.transpose(0, 1)
+    return diagonal.sum(-1).T  # trace; "mean" divides at the end
+
+
+def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
+    """The empirical NTK of ``problem`` from vjp/jvp pairs, block by block."""
+    f, theta = _batch_function(problem)
+    n = max(problem.x1.shape[0], problem.x2.shape[0])
+    # Alive at once: C·O parameter-sized cotangents and C·O forward-mode passes over a block of B1 examples.
+    per_example = problem.n_outputs * problem.n_params * problem.itemsize
+    block = batch_size or block_size_for(4 * per_example, n)
+
+    def pair_block(rows: slice, cols: slice) -> torch.Tensor:
+        return _columns_to_output(
+            _kernel_columns(problem, f, theta, problem.x1[rows], problem.x2[cols]), problem.output
+        )
+
+    return assemble(problem, block, pair_block, progress)
+
+
+def ntk_vector_product(
+    model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Θ(x1, x2)·v for v of shape (N2, O), without forming Θ or any Jacobian: one vjp and one jvp.
+
+    (Θ v)(x1_a)_i = Σ_{b,j} Θ(x1_a, x2_b)_{ij} v_{bj} = [J(x1) (J(x2)ᵀ v)]_{ai}.
+
+    Returns a (N1, O) tensor. This is the matrix-free operator that iterative solvers need.
+    """
+    problem = check_request(model, x1, x2, "ntk_vector_products", "full", None)
+    if v.shape != (x2.shape[0], problem.n_outputs):
+        raise ValueError(
+            f"v must have shape (N2, O) = {(x2.shape[0], problem.n_outputs)}; got {tuple(v.shape)}"
+        )
+    f, theta = _batch_function(problem)
+    with torch.enable_grad():
+        _, pullback = vjp(lambda t: f(t, problem.x2), theta)
+        (u,) = pullback(v.to(theta[0].dtype))
+        return jvp(lambda t: f(t, problem.x1), (theta,), (u,))[1]
