@@ -75,16 +75,12 @@ def check_request(
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}; got {output!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0
-    ):
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0):
         raise ValueError(f"batch_size must be a positive int or None; got {batch_size!r}")
 
     params = trainable_parameters(model)
     if not params:
-        raise ValueError(
-            "model has no trainable parameters (none with requires_grad=True), so its NTK is empty"
-        )
+        raise ValueError("model has no trainable parameters (none with requires_grad=True), so its NTK is empty")
     _check_tensor("x1", x1)
     if x2 is not None:
         _check_tensor("x2", x2)
@@ -115,9 +111,7 @@ def _check_tensor(name: str, x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
     if x.ndim == 0 or x.shape[0] == 0:
-        raise ValueError(
-            f"{name} must have a leading batch axis with at least one example; got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"{name} must have a leading batch axis with at least one example; got shape {tuple(x.shape)}")
     if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values; the NTK of such inputs is undefined")
 
@@ -126,13 +120,9 @@ def _check_model_matches(model: nn.Module, params: dict[str, nn.Parameter], x1: 
     devices = {p.device for p in params.values()}
     dtypes = {p.dtype for p in params.values()}
     if len(devices) > 1:
-        raise ValueError(
-            f"model's trainable parameters are spread over several devices {sorted(map(str, devices))}"
-        )
+        raise ValueError(f"model's trainable parameters are spread over several devices {sorted(map(str, devices))}")
     if len(dtypes) > 1:
-        raise ValueError(
-            f"model's trainable parameters mix dtypes {sorted(map(str, dtypes))}; cast the model to one"
-        )
+        raise ValueError(f"model's trainable parameters mix dtypes {sorted(map(str, dtypes))}; cast the model to one")
     (device,), (dtype,) = devices, dtypes
     if x1.device != device:
         raise ValueError(f"x1 is on {x1.device} but the model's parameters are on {device}; move one of them")
@@ -172,7 +162,8 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
         raise TypeError(f"model must return a single tensor; it returned {type(out).__name__}")
     if out.ndim == 0 or out.shape[0] != x.shape[0]:
         raise ValueError(
-            f"model must keep the batch axis: {name} has {x.shape[0]} examples but the output has shape {tuple(out.shape)}"
+            f"model must keep the batch axis: {name} has {x.shape[0]} examples "
+            f"but the output has shape {tuple(out.shape)}"
         )
     return out.reshape(x.shape[0], -1)
 
@@ -198,11 +189,7 @@ def contract(a: torch.Tensor, b: torch.Tensor, output: str) -> torch.Tensor:
     n1, n_out, m = a.shape
     n2 = b.shape[0]
     if output == "full":
-        return (
-            (a.reshape(n1 * n_out, m) @ b.reshape(n2 * n_out, m).T)
-            .reshape(n1, n_out, n2, n_out)
-            .transpose(1, 2)
-        )
+        return (a.reshape(n1 * n_out, m) @ b.reshape(n2 * n_out, m).T).reshape(n1, n_out, n2, n_out).transpose(1, 2)
     if output == "diagonal":
         return torch.bmm(a.transpose(0, 1), b.permute(1, 2, 0)).permute(1, 2, 0)
     return a.reshape(n1, n_out * m) @ b.reshape(n2, n_out * m).T  # trace; "mean" divides at the end

@@ -26,9 +26,7 @@ from ntkit.empirical._common import (
 )
 
 
-def per_example_jacobians(
-    model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor
-) -> list[torch.Tensor]:
+def per_example_jacobians(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     """Jacobian rows of each example with respect to ``params`` only, one (B, O, numel) tensor per parameter.
 
     Every other parameter and buffer of ``model`` is held fixed at its current value. Examples are treated one at
@@ -60,17 +58,13 @@ def jacobian_bytes_per_example(problem: Problem) -> float:
     return float(problem.n_outputs * problem.n_params * problem.itemsize)
 
 
-def ntk_jacobian_contraction(
-    problem: Problem, batch_size: int | None, progress: bool = False
-) -> torch.Tensor:
+def ntk_jacobian_contraction(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
     """The empirical NTK of ``problem`` by per-example Jacobians, contracted block by block."""
     n = max(problem.x1.shape[0], problem.x2.shape[0])
     per_example = jacobian_bytes_per_example(problem)
     block = batch_size or block_size_for(2 * per_example, n)  # x2: a row and a column block are alive at once
     keep_columns = per_example * problem.x2.shape[0] <= DEFAULT_MEMORY_BUDGET
-    cache = FeatureCache(
-        problem, lambda x: per_example_jacobians(problem.model, problem.params, x), keep_columns
-    )
+    cache = FeatureCache(problem, lambda x: per_example_jacobians(problem.model, problem.params, x), keep_columns)
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:
         ja, jb = cache.pair(rows, cols)

@@ -79,9 +79,7 @@ def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: 
     return assemble(problem, block, pair_block, progress)
 
 
-def ntk_vector_product(
-    model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor, v: torch.Tensor
-) -> torch.Tensor:
+def ntk_vector_product(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Θ(x1, x2)·v for v of shape (N2, O), without forming Θ or any Jacobian: one vjp and one jvp.
 
     (Θ v)(x1_a)_i = Σ_{b,j} Θ(x1_a, x2_b)_{ij} v_{bj} = [J(x1) (J(x2)ᵀ v)]_{ai}.
@@ -90,9 +88,7 @@ def ntk_vector_product(
     """
     problem = check_request(model, x1, x2, "ntk_vector_products", "full", None)
     if v.shape != (x2.shape[0], problem.n_outputs):
-        raise ValueError(
-            f"v must have shape (N2, O) = {(x2.shape[0], problem.n_outputs)}; got {tuple(v.shape)}"
-        )
+        raise ValueError(f"v must have shape (N2, O) = {(x2.shape[0], problem.n_outputs)}; got {tuple(v.shape)}")
     f, theta = _batch_function(problem)
     with torch.enable_grad():
         _, pullback = vjp(lambda t: f(t, problem.x2), theta)

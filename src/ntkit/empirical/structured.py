@@ -261,12 +261,10 @@ def _output_cotangents(out: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.
             torch.autograd.grad(out, zs, grad_outputs=basis[i], retain_graph=i < o - 1, allow_unused=True)
             for i in range(o)
         ]
-        grads = [
-            None if per_unit[0][k] is None else torch.stack([g[k] for g in per_unit]) for k in range(len(zs))
-        ]
+        grads = [None if per_unit[0][k] is None else torch.stack([g[k] for g in per_unit]) for k in range(len(zs))]
     return [
         torch.zeros((o, *z.shape), dtype=z.dtype, device=z.device) if g is None else g
-        for g, z in zip(grads, zs)
+        for g, z in zip(grads, zs, strict=True)
     ]
 
 
