@@ -93,6 +93,9 @@ def check_request(
         if x2.device != x1.device:
             raise ValueError(f"x2 is on {x2.device} but x1 is on {x1.device}; put both on one device")
     _check_model_matches(model, params, x1)
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf values; the NTK of such inputs is undefined")
     _check_per_example_mode(model)
 
     out = probe_output(model, x1[:1], "x1")
@@ -112,8 +115,6 @@ def _check_tensor(name: str, x: torch.Tensor) -> None:
         raise TypeError(f"{name} must be a torch.Tensor; got {type(x).__name__}")
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} must have a leading batch axis with at least one example; got shape {tuple(x.shape)}")
-    if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values; the NTK of such inputs is undefined")
 
 
 def _check_model_matches(model: nn.Module, params: dict[str, nn.Parameter], x1: torch.Tensor) -> None:
