@@ -1,42 +1,15 @@
-"""Every method and every output mode of ``empirical_ntk`` against a float64 brute-force Jacobian.
-
-The reference calls autograd once per example and output unit and contracts the rows by hand; it shares no code
-with ntkit.
-"""
+"""Every method and every output mode of ``empirical_ntk`` against the float64 brute-force Jacobian of
+reference.py, which shares no code with ntkit."""
 
 import pytest
 import torch
 from torch import nn
 
 import ntkit
+from tests.empirical.reference import brute_force_full
 
 METHODS = ["jacobian_contraction", "ntk_vector_products", "structured", "auto"]
 OUTPUTS = ["full", "diagonal", "trace", "mean"]
-
-
-def brute_force_full(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """Θ[a, b, i, j] = Σ_θ ∂f_i(x1_a)/∂θ · ∂f_j(x2_b)/∂θ over parameters with requires_grad=True."""
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def jacobian(x):
-        rows = []
-        for a in range(x.shape[0]):
-            out = model(x[a : a + 1]).reshape(-1)
-            per_output = []
-            for i in range(out.numel()):
-                grads = torch.autograd.grad(out[i], params, retain_graph=True, allow_unused=True)
-                per_output.append(
-                    torch.cat(
-                        [
-                            (torch.zeros_like(p) if g is None else g).reshape(-1)
-                            for g, p in zip(grads, params, strict=True)
-                        ]
-                    )
-                )
-            rows.append(torch.stack(per_output))
-        return torch.stack(rows)
-
-    return torch.einsum("aip,bjp->abij", jacobian(x1), jacobian(x2))
 
 
 def reduce(full: torch.Tensor, output: str) -> torch.Tensor:

@@ -8,21 +8,7 @@ from torch import nn
 
 from ntkit.empirical import _common, structured
 from ntkit.empirical.ntk import choose_method
-
-
-def brute_force_trace(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """Σ_i ∂f_i(x1_a)/∂θ · ∂f_i(x2_b)/∂θ from one autograd call per example and output unit."""
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def jacobian(x):
-        rows = []
-        for a in range(x.shape[0]):
-            out = model(x[a : a + 1]).reshape(-1)
-            grads = [torch.autograd.grad(out[i], params, retain_graph=True) for i in range(out.numel())]
-            rows.append(torch.stack([torch.cat([g.reshape(-1) for g in gs]) for gs in grads]))
-        return torch.stack(rows)
-
-    return torch.einsum("aip,bip->ab", jacobian(x1), jacobian(x2))
+from tests.empirical.reference import brute_force_full
 
 
 def _models():
@@ -51,7 +37,9 @@ def test_forced_strategy_matches_brute_force(monkeypatch, name, strategy):
 
     monkeypatch.setattr(structured, "choose_strategies", force)
     got = structured.ntk_structured(_common.check_request(model, x1, x2, "structured", "trace", None), None)
-    torch.testing.assert_close(got, brute_force_trace(model, x1, x2), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        got, torch.diagonal(brute_force_full(model, x1, x2), dim1=2, dim2=3).sum(-1), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_cost_model_prefers_structured_for_wide_mlps_and_gradients_for_image_convs():
