@@ -38,8 +38,10 @@ from ntkit.empirical._common import (
     contract,
 )
 from ntkit.empirical.jacobian import contract_jacobians, per_example_jacobians
+from ntkit.modules import NTKConv1d, NTKConv2d, NTKLinear
 
-FACTORED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d)
+# Exact types: a subclass may change forward. The NTK* layers scale W and b by constant multipliers in forward.
+FACTORED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, NTKLinear, NTKConv1d, NTKConv2d)
 _PROBE_BATCH = 3  # an odd size, so that a layer that moves the batch axis is unlikely to go unnoticed
 
 
@@ -55,6 +57,8 @@ class LayerPlan:
     fan_in: int  # K: numbers each position reads
     out_features: int  # C
     strategy: str = "dense"  # "dense" (P = 1) | "pairs" | "gradient"
+    weight_multiplier: float = 1.0  # the forward pass uses weight_multiplier · W (see ntkit.modules)
+    bias_multiplier: float = 1.0
 
 
 @dataclass
@@ -103,17 +107,18 @@ def make_plan(problem: Problem) -> StructuredPlan:
 
 def _can_factor(m: nn.Module) -> bool:
     if type(m) not in FACTORED_MODULES or not isinstance(m.weight, nn.Parameter):
-        return False  # subclasses may change forward; parametrized weights are computed, not leaves
+        return False  # parametrized weights are computed, not leaves
     return isinstance(m, nn.Linear) or m.groups == 1
 
 
 def _layer_plan(name: str, m: nn.Module, in_shape: torch.Size, out_shape: torch.Size) -> LayerPlan:
     weight = m.weight.requires_grad
     bias = m.bias is not None and m.bias.requires_grad
+    scales = {k: float(getattr(m, k, 1.0)) for k in ("weight_multiplier", "bias_multiplier")}
     if isinstance(m, nn.Linear):
-        return LayerPlan(name, m, weight, bias, math.prod(in_shape[1:-1]), m.in_features, m.out_features)
+        return LayerPlan(name, m, weight, bias, math.prod(in_shape[1:-1]), m.in_features, m.out_features, **scales)
     fan_in = m.in_channels * math.prod(m.kernel_size)
-    return LayerPlan(name, m, weight, bias, math.prod(out_shape[2:]), fan_in, m.out_channels)
+    return LayerPlan(name, m, weight, bias, math.prod(out_shape[2:]), fan_in, m.out_channels, **scales)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -182,16 +187,16 @@ def feature_bytes_per_example(plan: StructuredPlan, problem: Problem) -> float:
 
 @dataclass
 class _Dense:
-    h: torch.Tensor | None  # (B, K), None when the weight is frozen
+    h: torch.Tensor | None  # (B, K) times the weight multiplier; None when the weight is frozen
     delta: torch.Tensor  # (B, O, C)
-    bias: bool
+    bias: float  # the squared bias multiplier, 0 when there is no trainable bias
 
 
 @dataclass
 class _Pairs:
-    h: torch.Tensor | None  # (B, P, K)
+    h: torch.Tensor | None  # (B, P, K) times the weight multiplier
     delta: torch.Tensor  # (B, P, O·C)
-    bias: bool
+    bias: float
 
 
 def layer_factors(plan: StructuredPlan, problem: Problem, x: torch.Tensor) -> list:
@@ -201,18 +206,21 @@ def layer_factors(plan: StructuredPlan, problem: Problem, x: torch.Tensor) -> li
     factors: list = []
     for lp, h, delta in zip(plan.layers, inputs, cotangents, strict=True):
         h, delta = _positional(lp, h, delta)  # (B, K, P) and (B, O, C, P)
+        if lp.weight_multiplier != 1.0:
+            h = h * lp.weight_multiplier  # ∂z/∂W = weight_multiplier · δ hᵀ
+        bias_sq = lp.bias_multiplier**2 if lp.bias else 0.0
         b, o, c, p = delta.shape
         if lp.strategy == "dense":
-            factors.append(_Dense(h[:, :, 0] if lp.weight else None, delta[..., 0], lp.bias))
+            factors.append(_Dense(h[:, :, 0] if lp.weight else None, delta[..., 0], bias_sq))
         elif lp.strategy == "pairs":
             flat = delta.permute(0, 3, 1, 2).reshape(b, p, o * c)
-            factors.append(_Pairs(h.transpose(1, 2) if lp.weight else None, flat, lp.bias))
+            factors.append(_Pairs(h.transpose(1, 2) if lp.weight else None, flat, bias_sq))
         else:
             rows = []
             if lp.weight:  # the per-example weight gradient Σ_p δ_p h_pᵀ, one batched matrix product
                 rows.append(torch.bmm(delta.reshape(b, o * c, p), h.transpose(1, 2)).reshape(b, o, -1))
             if lp.bias:
-                rows.append(delta.sum(-1))
+                rows.append(delta.sum(-1) * lp.bias_multiplier)
             factors.append(rows)
     if plan.fallback:
         factors.append(per_example_jacobians(problem.model, plan.fallback, x))
@@ -314,24 +322,24 @@ def contract_factors(fa: list, fb: list, output: str) -> torch.Tensor:
 
 
 def _dense_term(a: _Dense, b: _Dense, output: str) -> torch.Tensor:
-    """(h·h' + [bias]) ⊙ (δ_i·δ'_j), the input Gram broadcast over the output axes."""
+    """(h·h' + β²) ⊙ (δ_i·δ'_j), the input Gram broadcast over the output axes (β the bias multiplier)."""
     d = contract(a.delta, b.delta, output)
     if a.h is None:
-        return d
+        return a.bias * d
     gram = a.h @ b.h.T
     if a.bias:
-        gram = gram + 1
+        gram = gram + a.bias
     return gram.reshape(*gram.shape, *([1] * (d.ndim - 2))) * d
 
 
 def _pairs_term(a: _Pairs, b: _Pairs) -> torch.Tensor:
-    """Σ_{p,q} (h_p·h'_q + [bias]) (Σ_i δ_{i,p}·δ'_{i,q}): the trace over outputs, position pair by pair."""
+    """Σ_{p,q} (h_p·h'_q + β²) (Σ_i δ_{i,p}·δ'_{i,q}): the trace over outputs, position pair by pair."""
     d = torch.einsum("apm,bqm->abpq", a.delta, b.delta)
     if a.h is None:
-        return d.sum((2, 3))
+        return a.bias * d.sum((2, 3))
     gram = torch.einsum("apk,bqk->abpq", a.h, b.h)
     if a.bias:
-        gram += 1
+        gram += a.bias
     return torch.einsum("abpq,abpq->ab", gram, d)
 
 

@@ -1,0 +1,118 @@
+"""Finite layers whose forward pass carries the parameterization's scale factors.
+
+In the NTK parameterization (Jacot et al., 2018) a layer computes
+
+    z = (W_std / √fan_in) · W x + b_std · b,        W, b ~ N(0, 1),
+
+so the trainable tensors stay of order one while the output keeps a width-independent scale. The multipliers
+live in the forward pass, not in the initial values, because they change the gradients (and therefore the NTK).
+``weight_multiplier`` and ``bias_multiplier`` are plain attributes, so the structured empirical NTK can factor
+these layers exactly: Θ_W = weight_multiplier² (h·h')(δ·δ'), Θ_b = bias_multiplier² (δ·δ').
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class NTKLinear(nn.Linear):
+    """``nn.Linear`` computing ``weight_multiplier · W x + bias_multiplier · b``."""
+
+    def __init__(self, in_features: int, out_features: int, *, bias: bool, weight_multiplier: float,
+                 bias_multiplier: float, dtype: torch.dtype | None = None):  # fmt: skip
+        super().__init__(in_features, out_features, bias=bias, dtype=dtype)
+        self.weight_multiplier, self.bias_multiplier = float(weight_multiplier), float(bias_multiplier)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias * self.bias_multiplier
+        return F.linear(x, self.weight * self.weight_multiplier, bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_multiplier={self.weight_multiplier:.4g}, " \
+               f"bias_multiplier={self.bias_multiplier:.4g}"  # fmt: skip
+
+
+class _ScaledConv:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias * self.bias_multiplier
+        return self._conv_forward(x, self.weight * self.weight_multiplier, bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, weight_multiplier={self.weight_multiplier:.4g}, " \
+               f"bias_multiplier={self.bias_multiplier:.4g}"  # fmt: skip
+
+
+class NTKConv1d(_ScaledConv, nn.Conv1d):
+    """``nn.Conv1d`` whose weight and bias are multiplied by constants in the forward pass."""
+
+    def __init__(self, *args, weight_multiplier: float, bias_multiplier: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight_multiplier, self.bias_multiplier = float(weight_multiplier), float(bias_multiplier)
+
+
+class NTKConv2d(_ScaledConv, nn.Conv2d):
+    """``nn.Conv2d`` whose weight and bias are multiplied by constants in the forward pass."""
+
+    def __init__(self, *args, weight_multiplier: float, bias_multiplier: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.weight_multiplier, self.bias_multiplier = float(weight_multiplier), float(bias_multiplier)
+
+
+class Elementwise(nn.Module):
+    """Applies ``fn`` elementwise (erf, sin, or any user function)."""
+
+    def __init__(self, fn, name: str | None = None):
+        super().__init__()
+        self.fn, self.name = fn, name or getattr(fn, "__name__", "fn")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+class ChannelLayerNorm(nn.Module):
+    """Normalises each example over the channel/feature axis (axis 1) at every position, without affine terms:
+    (x − mean_c x) / √(var_c x + eps)."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = x.var(1, unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+class GlobalAvgPool(nn.Module):
+    """Mean over every spatial axis: (N, C, *S) → (N, C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(2).mean(2)
+
+
+class ResidualBlock(nn.Module):
+    """x + block(x)."""
+
+    def __init__(self, block: nn.Module):
+        super().__init__()
+        self.block = block
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.block(x)
+
+
+class ParallelBranches(nn.Module):
+    """Feeds the same input to every branch and sums the outputs or concatenates them along the channel axis."""
+
+    def __init__(self, branches: list[nn.Module], combine: str):
+        super().__init__()
+        self.branches, self.combine = nn.ModuleList(branches), combine
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.branches]
+        return torch.cat(outs, dim=1) if self.combine == "concat" else sum(outs[1:], outs[0])
