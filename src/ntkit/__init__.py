@@ -1,12 +1,41 @@
 """ntkit: Neural Tangent Kernels for PyTorch.
 
->>> import ntkit
->>> ntkit.empirical_ntk  # doctest: +ELLIPSIS
-<function empirical_ntk at ...>
+>>> import torch, ntkit as nk
+>>> model = torch.nn.Sequential(torch.nn.Linear(3, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+>>> nk.empirical_ntk(model, torch.randn(5, 3)).shape
+torch.Size([5, 5])
 """
 
 from ntkit.empirical import empirical_ntk, ntk_vector_product
+from ntkit.infinite import (
+    GELU,
+    AvgPool1d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    Elementwise,
+    Erf,
+    Flatten,
+    GlobalAvgPool1d,
+    GlobalAvgPool2d,
+    Identity,
+    Kernel,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    Parallel,
+    ReLU,
+    Residual,
+    Sequential,
+    Sin,
+    Tanh,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["empirical_ntk", "ntk_vector_product", "__version__"]
+__all__ = [
+    "empirical_ntk", "ntk_vector_product",
+    "Sequential", "Residual", "Parallel", "Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d",
+    "GlobalAvgPool1d", "GlobalAvgPool2d", "Flatten", "LayerNorm", "ReLU", "LeakyReLU", "Erf", "GELU", "Sin",
+    "Tanh", "Identity", "Elementwise", "Kernel", "__version__",
+]  # fmt: skip

@@ -1,5 +1,41 @@
-"""The infinite-width limit: kernels that networks converge to as their widths grow."""
+"""The infinite-width limit: one layer spec gives the exact NNGP/NTK and the finite network that converges to it.
 
-from ntkit.infinite.activations import relu_kernels
+>>> import torch, ntkit as nk
+>>> arch = nk.Sequential(nk.Linear(512, W_std=1.5, b_std=0.1), nk.ReLU(), nk.Linear(1))
+>>> k = arch.kernel(torch.randn(4, 3, dtype=torch.float64))
+>>> k.nngp.shape, k.ntk.shape
+(torch.Size([4, 4]), torch.Size([4, 4]))
+"""
 
-__all__ = ["relu_kernels"]
+from ntkit.infinite.activations import (
+    GELU,
+    Activation,
+    Elementwise,
+    Erf,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sin,
+    Tanh,
+    relu_kernels,
+)
+from ntkit.infinite.combinators import Parallel, Residual, Sequential
+from ntkit.infinite.kernel import Kernel
+from ntkit.infinite.layers import (
+    AvgPool1d,
+    AvgPool2d,
+    Conv1d,
+    Conv2d,
+    Flatten,
+    GlobalAvgPool1d,
+    GlobalAvgPool2d,
+    Layer,
+    LayerNorm,
+    Linear,
+)
+
+__all__ = [
+    "Activation", "AvgPool1d", "AvgPool2d", "Conv1d", "Conv2d", "Elementwise", "Erf", "Flatten", "GELU",
+    "GlobalAvgPool1d", "GlobalAvgPool2d", "Identity", "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Linear",
+    "Parallel", "ReLU", "Residual", "Sequential", "Sin", "Tanh", "relu_kernels",
+]  # fmt: skip

@@ -1,0 +1,449 @@
+"""Layer specs: each one is a small object with three faces (after neural-tangents' stax).
+
+* ``out_shape(in_shape)``  checks the input and gives the per-example output shape;
+* ``transform(kernel)``   maps the infinite-width NNGP/NTK (``ntkit.infinite.kernel.Kernel``);
+* ``make_module(in_shape, generator)``  builds the finite ``nn.Module`` that converges to that kernel.
+
+Every spec is also an architecture: ``spec.kernel(x1, x2)`` and ``spec.build(in_shape, seed)``.
+
+Conventions (NTK parameterization, Jacot et al. 2018): a Linear or Conv layer computes
+z = (W_std/√fan_in)·W x + b_std·b with W, b ~ N(0, 1), fan_in = in_features or in_channels·kernel_size, so
+
+    K' = W_std² · M(K) + b_std²,        Θ' = K' + W_std² · M(Θ),
+
+where M is the identity for Linear (of the per-feature covariance) and the mean over the filter window for a
+convolution (zero padding contributes 0 and still counts). Under ``parameterization="standard"``
+(Sohl-Dickstein et al., *On the infinite width limit of neural networks with a standard parameterization*,
+2020) W ~ N(0, W_std²/fan_in) and b ~ N(0, b_std²) are the parameters themselves, K' is unchanged and
+
+    Θ' = fan_in · M(K) + W_std² · M(Θ) + [bias],
+
+which depends on the widths.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ntkit.infinite.kernel import Kernel, input_kernel, pair_variances, spatial_diagonal
+from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
+
+PARAMETERIZATIONS = ("ntk", "standard")
+PADDINGS = ("same", "valid", "circular")
+
+
+class Layer:
+    """Base class of every layer spec and combinator."""
+
+    #: True when the output is a fresh linear image of the input (independent of it, zero mean), False when it
+    #: is not, None when the layer passes its input's status through (pooling, flattening).
+    fresh: bool | None = None
+
+    def out_shape(self, in_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return in_shape
+
+    def transform(self, k: Kernel) -> Kernel:
+        raise NotImplementedError
+
+    def make_module(self, in_shape: tuple[int, ...], generator: torch.Generator) -> nn.Module:
+        raise NotImplementedError
+
+    # --- the public faces -------------------------------------------------------------------------------------
+
+    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> Kernel:
+        """The infinite-width NNGP and NTK between x1 and x2 (x2=None: x1 with itself).
+
+        Returns a :class:`Kernel`; ``.nngp`` and ``.ntk`` are (N1, N2) tensors with the dtype and device of x1
+        once the architecture has reduced its spatial axes (Flatten, GlobalAvgPool), else (N1, N2, *pair axes).
+        When x2 is None both are exactly symmetric.
+        """
+        _check_inputs(x1, x2)
+        self.out_shape(tuple(x1.shape[1:]))
+        k = self.transform(input_kernel(x1, x2))
+        if x2 is None:  # mirror so that K(x_a, x_b) = K(x_b, x_a) bit for bit
+            k = k.replace(nngp=_symmetrize(k.nngp, k.spatial_dims), ntk=_symmetrize(k.ntk, k.spatial_dims))
+        return k
+
+    def build(self, in_shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The finite network with the widths given in the specs, weights drawn from ``seed``.
+
+        Its empirical NTK (``ntkit.empirical_ntk``, output="mean") converges to ``kernel(...).ntk`` and the
+        covariance of its outputs over seeds to ``kernel(...).nngp`` as the widths grow.
+        """
+        in_shape = tuple(in_shape)
+        if not in_shape or any(not isinstance(s, int) or s < 1 for s in in_shape):
+            raise ValueError(f"in_shape must be a tuple of positive ints such as (3, 32, 32); got {in_shape!r}")
+        self.out_shape(in_shape)
+        module = self.make_module(in_shape, torch.Generator().manual_seed(seed))
+        return module.to(dtype)
+
+
+def _check_inputs(x1: torch.Tensor, x2: torch.Tensor | None) -> None:
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is None:
+            continue
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor; got {getattr(x, 'dtype', type(x))}")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"{name} must be (N, D), (N, C, L) or (N, C, H, W) with N ≥ 1; got {tuple(x.shape)}")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    if x2 is not None:
+        if x2.shape[1:] != x1.shape[1:]:
+            raise ValueError(f"x2 must have the trailing shape of x1, {tuple(x1.shape[1:])}; got {tuple(x2.shape[1:])}")
+        if x2.dtype != x1.dtype or x2.device != x1.device:
+            raise ValueError(f"x2 must have the dtype and device of x1 ({x1.dtype}, {x1.device}); "
+                             f"got {x2.dtype}, {x2.device}")  # fmt: skip
+
+
+def _symmetrize(t: torch.Tensor, spatial: int) -> torch.Tensor:
+    """(t + t with examples and every position pair swapped) / 2."""
+    perm = [1, 0] + [2 + 2 * d + s for d in range(spatial) for s in (1, 0)]
+    return 0.5 * (t + t.permute(perm))
+
+
+def _check_parameterization(parameterization: str) -> str:
+    if parameterization not in PARAMETERIZATIONS:
+        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
+    return parameterization
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dense and convolutional layers
+
+
+class _Affine(Layer):
+    fresh = True
+
+    def __init__(self, W_std: float, b_std: float | None, parameterization: str):
+        if W_std <= 0 or (b_std is not None and b_std < 0):
+            raise ValueError(f"W_std must be > 0 and b_std ≥ 0 (or None); got W_std={W_std}, b_std={b_std}")
+        self.W_std, self.b_std = float(W_std), None if b_std is None else float(b_std)
+        self.parameterization = _check_parameterization(parameterization)
+
+    @property
+    def has_bias(self) -> bool:
+        """NTK parameterization: b_std·b matters only if b_std > 0. Standard: b is a parameter unless b_std=None."""
+        if self.parameterization == "ntk":
+            return bool(self.b_std)
+        return self.b_std is not None
+
+    def _affine_kernel(self, k: Kernel, window_mean, fan_in: int, shape: tuple[int, ...]) -> Kernel:
+        b2 = (self.b_std or 0.0) ** 2
+        w2 = self.W_std**2
+        nngp = w2 * window_mean(k.nngp) + b2
+        if self.parameterization == "ntk":
+            ntk = nngp + w2 * window_mean(k.ntk)
+        else:
+            ntk = fan_in * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
+        var1 = w2 * window_mean(k.var1) + b2
+        var2 = None if k.var2 is None else w2 * window_mean(k.var2) + b2
+        return Kernel(nngp, ntk, var1, var2, shape, is_gaussian=True)
+
+    def _init(self, module: nn.Module, fan_in: int, generator: torch.Generator) -> nn.Module:
+        """N(0, 1) parameters scaled in forward (NTK), or N(0, W_std²/fan_in) and N(0, b_std²) (standard)."""
+        with torch.no_grad():
+            module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
+            if module.bias is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
+            if self.parameterization == "standard":
+                module.weight.mul_(self.W_std / math.sqrt(fan_in))
+                if module.bias is not None:
+                    module.bias.mul_(self.b_std)
+        return module
+
+    def _multipliers(self, fan_in: int) -> dict[str, float]:
+        if self.parameterization == "ntk":
+            return {"weight_multiplier": self.W_std / math.sqrt(fan_in), "bias_multiplier": self.b_std or 0.0}
+        return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}
+
+
+class Linear(_Affine):
+    """Dense layer on (N, D) features: z = (W_std/√D)·W x + b_std·b (NTK parameterization).
+
+    K' = W_std² K + b_std²,  Θ' = K' + W_std² Θ  (Jacot et al., 2018). ``out_features`` is the width of the
+    finite network that :meth:`build` makes; the NTK-parameterized kernels do not depend on it.
+    """
+
+    def __init__(self, out_features: int, W_std: float = 1.0, b_std: float | None = 0.0,
+                 parameterization: str = "ntk"):  # fmt: skip
+        super().__init__(W_std, b_std, parameterization)
+        self.out_features = _positive_int("out_features", out_features)
+
+    def __repr__(self) -> str:
+        return f"Linear({self.out_features}, W_std={self.W_std}, b_std={self.b_std}, '{self.parameterization}')"
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != 1:
+            raise ValueError(
+                f"{self!r} needs (N, D) features but gets per-example shape {in_shape}; add nk.Flatten() or "
+                f"nk.GlobalAvgPool{len(in_shape) - 1}d() before it"
+            )
+        return (self.out_features,)
+
+    def transform(self, k):
+        return self._affine_kernel(k, lambda t: t, k.shape[0], (self.out_features,))
+
+    def make_module(self, in_shape, generator):
+        fan_in = in_shape[0]
+        module = NTKLinear(fan_in, self.out_features, bias=self.has_bias, **self._multipliers(fan_in))
+        return self._init(module, fan_in, generator)
+
+
+class _Conv(_Affine):
+    spatial: int
+
+    def __init__(self, out_channels: int, kernel_size, stride=1, padding: str = "same", W_std: float = 1.0,
+                 b_std: float | None = 0.0, parameterization: str = "ntk"):  # fmt: skip
+        super().__init__(W_std, b_std, parameterization)
+        self.out_channels = _positive_int("out_channels", out_channels)
+        self.kernel_size = _tuple(kernel_size, self.spatial, "kernel_size")
+        self.stride = _tuple(stride, self.spatial, "stride")
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}; got {padding!r}")
+        if padding != "valid" and any(s != 1 for s in self.stride):
+            raise ValueError(f"padding={padding!r} needs stride 1 (as in torch.nn.Conv{self.spatial}d); "
+                             f"got stride={self.stride}; use padding='valid' or pool afterwards")  # fmt: skip
+        self.padding = padding
+
+    def __repr__(self) -> str:
+        return (f"Conv{self.spatial}d({self.out_channels}, {self.kernel_size}, stride={self.stride}, "
+                f"padding='{self.padding}', W_std={self.W_std}, b_std={self.b_std})")  # fmt: skip
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != self.spatial + 1:
+            layout = {1: "(N, C, L)", 2: "(N, C, H, W)"}[self.spatial]
+            raise ValueError(f"{self!r} needs {layout} inputs but gets per-example shape {in_shape}")
+        sizes = []
+        for size, k, s in zip(in_shape[1:], self.kernel_size, self.stride, strict=True):
+            if self.padding == "valid" and k > size:
+                raise ValueError(f"{self!r}: kernel size {k} is larger than the 'valid' input size {size}")
+            sizes.append(size if self.padding != "valid" else (size - k) // s + 1)
+        return (self.out_channels, *sizes)
+
+    def transform(self, k):
+        shape = self.out_shape(k.shape)
+        fan_in = k.shape[0] * math.prod(self.kernel_size)
+        return self._affine_kernel(k, self._window_mean, fan_in, shape)
+
+    def _window_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean over the filter window of the covariance of each pair of positions, one spatial dim at a time.
+
+        K'[p, p'] = (1/k) Σ_i K_padded[s·p + i, s·p' + i]: the same filter offset i on both sides.
+        """
+        for d in range(self.spatial):
+            axis = t.ndim - 2 * (self.spatial - d)  # first axis of this dimension's pair
+            t = _window_mean_1d(t, axis, self.kernel_size[d], self.stride[d], self.padding)
+        return t
+
+    def make_module(self, in_shape, generator):
+        cls = {1: NTKConv1d, 2: NTKConv2d}[self.spatial]
+        fan_in = in_shape[0] * math.prod(self.kernel_size)
+        padding, mode = ("valid", "zeros") if self.padding == "valid" else ("same", "zeros")
+        if self.padding == "circular":
+            mode = "circular"
+        module = cls(in_shape[0], self.out_channels, self.kernel_size, stride=self.stride, padding=padding,
+                     padding_mode=mode, bias=self.has_bias, **self._multipliers(fan_in))  # fmt: skip
+        return self._init(module, fan_in, generator)
+
+
+def _tuple(value, n: int, name: str) -> tuple[int, ...]:
+    values = (value,) * n if isinstance(value, int) else tuple(value)
+    if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise ValueError(f"{name} must be a positive int or {n} positive ints; got {value!r}")
+    return values
+
+
+def _window_mean_1d(t: torch.Tensor, axis: int, k: int, stride: int, padding: str) -> torch.Tensor:
+    """Window mean along the pair of axes (axis, axis + 1), padded as torch pads padding='same' (extra at the end)."""
+    t = t.movedim((axis, axis + 1), (-2, -1))
+    size = t.shape[-1]
+    lo, hi = ((k - 1) // 2, k - 1 - (k - 1) // 2) if padding != "valid" else (0, 0)
+    if padding == "circular":
+        index = (torch.arange(-lo, size + hi, device=t.device) % size).to(t.device)
+        t = t.index_select(-2, index).index_select(-1, index)
+    elif lo or hi:
+        t = torch.nn.functional.pad(t, (lo, hi, lo, hi))
+    out = (t.shape[-1] - k) // stride + 1
+    span = stride * (out - 1) + 1
+    total = sum(t[..., i : i + span : stride, i : i + span : stride] for i in range(k))
+    return (total / k).movedim((-2, -1), (axis, axis + 1))
+
+
+class Conv1d(_Conv):
+    """1-D convolution on (N, C, L) signals; ``padding`` is "same" | "valid" | "circular" as in torch.nn."""
+
+    spatial = 1
+
+
+class Conv2d(_Conv):
+    """2-D convolution on (N, C, H, W) images; ``padding`` is "same" | "valid" | "circular" as in torch.nn."""
+
+    spatial = 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pooling and reshaping
+
+
+class _AvgPool(Layer):
+    spatial: int
+
+    def __init__(self, kernel_size, stride=None):
+        self.kernel_size = _tuple(kernel_size, self.spatial, "kernel_size")
+        self.stride = self.kernel_size if stride is None else _tuple(stride, self.spatial, "stride")
+
+    def __repr__(self) -> str:
+        return f"AvgPool{self.spatial}d({self.kernel_size}, stride={self.stride})"
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != self.spatial + 1:
+            raise ValueError(f"{self!r} needs {self.spatial} spatial axes but gets per-example shape {in_shape}")
+        sizes = []
+        for size, k, s in zip(in_shape[1:], self.kernel_size, self.stride, strict=True):
+            if k > size:
+                raise ValueError(f"{self!r}: kernel size {k} is larger than the input size {size}")
+            sizes.append((size - k) // s + 1)
+        return (in_shape[0], *sizes)
+
+    def transform(self, k):
+        """K'[P, P'] = mean_{i, j} K[sP + i, sP' + j]: A K Aᵀ on each pair of axes, A the pooling matrix."""
+        shape = self.out_shape(k.shape)
+
+        def pool(t: torch.Tensor) -> torch.Tensor:
+            for d in range(self.spatial):
+                axis = t.ndim - 2 * (self.spatial - d)
+                a = _pooling_matrix(k.shape[1 + d], self.kernel_size[d], self.stride[d], t)
+                t = torch.tensordot(t.movedim(axis, -1), a, dims=([t.ndim - 1], [1])).movedim(-1, axis)
+                t = torch.tensordot(t.movedim(axis + 1, -1), a, dims=([t.ndim - 1], [1])).movedim(-1, axis + 1)
+            return t
+
+        return k.map_linear(pool, shape)
+
+    def make_module(self, in_shape, generator):
+        cls = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[self.spatial]
+        return cls(self.kernel_size, stride=self.stride)
+
+
+def _pooling_matrix(size: int, k: int, stride: int, like: torch.Tensor) -> torch.Tensor:
+    out = (size - k) // stride + 1
+    a = torch.zeros(out, size, dtype=like.dtype, device=like.device)
+    for p in range(out):
+        a[p, p * stride : p * stride + k] = 1.0 / k
+    return a
+
+
+class AvgPool1d(_AvgPool):
+    """Average pooling of (N, C, L) signals; ``stride`` defaults to ``kernel_size``, no padding."""
+
+    spatial = 1
+
+
+class AvgPool2d(_AvgPool):
+    """Average pooling of (N, C, H, W) images; ``stride`` defaults to ``kernel_size``, no padding."""
+
+    spatial = 2
+
+
+class _GlobalAvgPool(Layer):
+    spatial: int
+
+    def __repr__(self) -> str:
+        return f"GlobalAvgPool{self.spatial}d()"
+
+    def out_shape(self, in_shape):
+        if len(in_shape) != self.spatial + 1:
+            raise ValueError(f"{self!r} needs {self.spatial} spatial axes but gets per-example shape {in_shape}")
+        return (in_shape[0],)
+
+    def transform(self, k):
+        """K' = mean over every pair of positions of K."""
+        n_pair_axes = 2 * self.spatial
+        return k.map_linear(lambda t: t.mean(dim=tuple(range(t.ndim - n_pair_axes, t.ndim))), self.out_shape(k.shape))
+
+    def make_module(self, in_shape, generator):
+        return GlobalAvgPool()
+
+
+class GlobalAvgPool1d(_GlobalAvgPool):
+    """Mean over the length axis: (N, C, L) → (N, C)."""
+
+    spatial = 1
+
+
+class GlobalAvgPool2d(_GlobalAvgPool):
+    """Mean over both spatial axes: (N, C, H, W) → (N, C)."""
+
+    spatial = 2
+
+
+class Flatten(Layer):
+    """(N, C, *S) → (N, C·|S|). The next layer's per-feature covariance is the mean over positions of the
+    covariance of each position with itself: K' = mean_p K[p, p]."""
+
+    def __repr__(self) -> str:
+        return "Flatten()"
+
+    def out_shape(self, in_shape):
+        return (math.prod(in_shape),)
+
+    def transform(self, k):
+        spatial = k.spatial_dims
+        if spatial == 0:
+            return k
+
+        def flatten(t: torch.Tensor) -> torch.Tensor:
+            diag = spatial_diagonal(t, spatial)
+            return diag.mean(dim=tuple(range(diag.ndim - spatial, diag.ndim)))
+
+        return k.map_linear(flatten, self.out_shape(k.shape))
+
+    def make_module(self, in_shape, generator):
+        return nn.Flatten()
+
+
+class LayerNorm(Layer):
+    """Normalisation of each example over the channel/feature axis, at every position, without affine terms.
+
+    At infinite width the channel mean vanishes and the channel variance is the example's own variance, so
+    K'(x, x')[p, p'] = K[p, p'] / √(K(x,x)[p,p] · K(x',x')[p',p']), and Θ is divided the same way (as in
+    neural-tangents). This needs Gaussian inputs: put LayerNorm after a Linear, Conv or pooling layer.
+    """
+
+    fresh = False
+
+    def __init__(self, eps: float = 1e-5):
+        self.eps = eps  # used by the finite module only; the limit is exact
+
+    def __repr__(self) -> str:
+        return "LayerNorm()"
+
+    def transform(self, k):
+        if not k.is_gaussian:
+            raise ValueError("LayerNorm's infinite-width kernel needs pre-activation (Gaussian) inputs; put it "
+                             "directly after a Linear, Conv or pooling layer, not after a nonlinearity")  # fmt: skip
+        s = k.spatial_dims
+        v1 = spatial_diagonal(k.var1, s)
+        v2 = v1 if k.var2 is None else spatial_diagonal(k.var2, s)
+        l12, r12 = pair_variances(v1, v2, s)
+        norm12 = torch.sqrt(l12.unsqueeze(1) * r12.unsqueeze(0))
+        l1, r1 = pair_variances(v1, v1, s)
+        var1 = k.var1 / torch.sqrt(l1 * r1)
+        var2 = None
+        if k.var2 is not None:
+            l2, r2 = pair_variances(v2, v2, s)
+            var2 = k.var2 / torch.sqrt(l2 * r2)
+        return k.replace(nngp=k.nngp / norm12, ntk=k.ntk / norm12, var1=var1, var2=var2)
+
+    def make_module(self, in_shape, generator):
+        return ChannelLayerNorm(self.eps)
