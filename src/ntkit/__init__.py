@@ -6,7 +6,7 @@
 torch.Size([5, 5])
 """
 
-from ntkit import predict
+from ntkit import predict, regimes
 from ntkit.empirical import empirical_ntk, ntk_vector_product
 from ntkit.infinite import (
     GELU,
@@ -36,7 +36,7 @@ from ntkit.predict import linearize, taylor_expand
 __version__ = "0.1.0"
 
 __all__ = [
-    "empirical_ntk", "ntk_vector_product", "predict", "linearize", "taylor_expand",
+    "empirical_ntk", "ntk_vector_product", "predict", "regimes", "linearize", "taylor_expand",
     "Sequential", "Residual", "Parallel", "Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d",
     "GlobalAvgPool1d", "GlobalAvgPool2d", "Flatten", "LayerNorm", "ReLU", "LeakyReLU", "Erf", "GELU", "Sin",
     "Tanh", "Identity", "Elementwise", "Kernel", "__version__",

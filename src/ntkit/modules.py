@@ -8,6 +8,10 @@ so the trainable tensors stay of order one while the output keeps a width-indepe
 live in the forward pass, not in the initial values, because they change the gradients (and therefore the NTK).
 ``weight_multiplier`` and ``bias_multiplier`` are plain attributes, so the structured empirical NTK can factor
 these layers exactly: Θ_W = weight_multiplier² (h·h')(δ·δ'), Θ_b = bias_multiplier² (δ·δ').
+
+``weight_lr_scale`` and ``bias_lr_scale`` (1 unless ``arch.build(..., parameterization="mup")`` sets them) are
+the factors by which μP multiplies the learning rate of each tensor; ``ntkit.regimes.mup_param_groups`` reads
+them (Yang & Hu, *Tensor Programs IV*, 2021).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from torch import nn
 
 class NTKLinear(nn.Linear):
     """``nn.Linear`` computing ``weight_multiplier · W x + bias_multiplier · b``."""
+
+    weight_lr_scale: float = 1.0
+    bias_lr_scale: float = 1.0
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool, weight_multiplier: float,
                  bias_multiplier: float, dtype: torch.dtype | None = None):  # fmt: skip
@@ -35,6 +42,9 @@ class NTKLinear(nn.Linear):
 
 
 class _ScaledConv:
+    weight_lr_scale: float = 1.0
+    bias_lr_scale: float = 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias * self.bias_multiplier
         return self._conv_forward(x, self.weight * self.weight_multiplier, bias)

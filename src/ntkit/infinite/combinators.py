@@ -49,6 +49,9 @@ class Sequential(Layer):
             k = layer.transform(k)
         return k
 
+    def affine_layers(self) -> list[Layer]:
+        return [a for layer in self.layers for a in layer.affine_layers()]
+
     def make_module(self, in_shape, generator):
         modules = []
         for layer in self.layers:
@@ -135,6 +138,9 @@ class Parallel(Layer):
         if len({s[1:] for s in shapes}) != 1:
             raise ValueError(f"Parallel(combine='concat') needs branches of one spatial shape; got {shapes}")
         return (sum(s[0] for s in shapes), *shapes[0][1:])
+
+    def affine_layers(self) -> list[Layer]:
+        return [a for branch in self.branches for a in branch.affine_layers()]
 
     def transform(self, k: Kernel) -> Kernel:
         outs = [branch.transform(k) for branch in self.branches]

@@ -19,12 +19,21 @@ convolution (zero padding contributes 0 and still counts). Under ``parameterizat
     Θ' = fan_in · M(K) + W_std² · M(Θ) + [bias],
 
 which depends on the widths.
+
+Under ``parameterization="mup"`` (μP, Yang & Hu, *Tensor Programs IV: Feature Learning in Infinite-Width Neural
+Networks*, ICML 2021, Table 3) the finite network is the NTK-parameterized one with the output layer divided by
+√width, trained with learning rates multiplied by the width (see ``ntkit.regimes.mup_param_groups``); which
+layer is the input and which the output is only known to a whole architecture, so μP is chosen at
+``arch.build(..., parameterization="mup")``. Its infinite-width NTK is Θ_NTK/width → 0 and the kernel moves by
+O(1) during training, so :meth:`Layer.kernel` refuses it (see ``ntkit.regimes.parameterization``).
 """
 
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -32,8 +41,22 @@ from torch import nn
 from ntkit.infinite.kernel import Kernel, input_kernel, pair_variances, spatial_diagonal
 from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
 
-PARAMETERIZATIONS = ("ntk", "standard")
+PARAMETERIZATIONS = ("ntk", "standard", "mup")
 PADDINGS = ("same", "valid", "circular")
+
+
+@dataclass
+class _BuildContext:
+    """What ``Layer.build`` tells the affine layers it makes: the build-level parameterization (None: each layer
+    keeps its own), how many affine layers the network has and how many have been made so far (μP needs to know
+    the input and the output layer)."""
+
+    parameterization: str | None
+    n_affine: int
+    made: int = 0
+
+
+_BUILD: contextvars.ContextVar[_BuildContext | None] = contextvars.ContextVar("ntkit_build", default=None)
 
 
 class Layer:
@@ -48,6 +71,10 @@ class Layer:
 
     def transform(self, k: Kernel) -> Kernel:
         raise NotImplementedError
+
+    def affine_layers(self) -> list[Layer]:
+        """The Linear/Conv specs inside, in the order ``make_module`` makes them (μP's layer roles)."""
+        return []
 
     def make_module(self, in_shape: tuple[int, ...], generator: torch.Generator) -> nn.Module:
         raise NotImplementedError
@@ -68,17 +95,39 @@ class Layer:
             k = k.replace(nngp=_symmetrize(k.nngp, k.spatial_dims), ntk=_symmetrize(k.ntk, k.spatial_dims))
         return k
 
-    def build(self, in_shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
+    def build(self, in_shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32,
+              parameterization: str | None = None) -> nn.Module:  # fmt: skip
         """The finite network with the widths given in the specs, weights drawn from ``seed``.
 
         Its empirical NTK (``ntkit.empirical_ntk``, output="mean") converges to ``kernel(...).ntk`` and the
-        covariance of its outputs over seeds to ``kernel(...).nngp`` as the widths grow.
+        covariance of its outputs over seeds to ``kernel(...).nngp`` as the widths grow (NTK and standard
+        parameterizations).
+
+        Parameters
+        ----------
+        in_shape:
+            Per-example input shape, e.g. ``(3,)`` or ``(3, 32, 32)``.
+        seed:
+            Seed of the weights' generator.
+        dtype:
+            dtype of the parameters.
+        parameterization:
+            ``None`` keeps each layer's own; ``"ntk"``, ``"standard"`` or ``"mup"`` overrides every Linear/Conv
+            layer. Under ``"mup"`` (Yang & Hu 2021) the first affine layer is the input layer and the last one
+            the output layer; every affine module gets ``weight_lr_scale``/``bias_lr_scale`` attributes, the
+            factors by which ``ntkit.regimes.mup_param_groups`` multiplies the learning rate.
         """
         in_shape = tuple(in_shape)
         if not in_shape or any(not isinstance(s, int) or s < 1 for s in in_shape):
             raise ValueError(f"in_shape must be a tuple of positive ints such as (3, 32, 32); got {in_shape!r}")
+        if parameterization is not None:
+            _check_parameterization(parameterization)
         self.out_shape(in_shape)
-        module = self.make_module(in_shape, torch.Generator().manual_seed(seed))
+        token = _BUILD.set(_BuildContext(parameterization, len(self.affine_layers())))
+        try:
+            module = self.make_module(in_shape, torch.Generator().manual_seed(seed))
+        finally:
+            _BUILD.reset(token)
         return module.to(dtype)
 
 
@@ -131,14 +180,41 @@ class _Affine(Layer):
         self.W_std, self.b_std = float(W_std), None if b_std is None else float(b_std)
         self.parameterization = _check_parameterization(parameterization)
 
+    def affine_layers(self) -> list[Layer]:
+        return [self]
+
     @property
     def has_bias(self) -> bool:
-        """NTK parameterization: b_std·b matters only if b_std > 0. Standard: b is a parameter unless b_std=None."""
-        if self.parameterization == "ntk":
+        """NTK parameterization and μP: b_std·b matters only if b_std > 0. Standard: b is a parameter unless
+        b_std=None."""
+        return self._has_bias(self.parameterization)
+
+    def _has_bias(self, parameterization: str) -> bool:
+        if parameterization in ("ntk", "mup"):
             return bool(self.b_std)
         return self.b_std is not None
 
+    def _start_module(self) -> tuple[str, str]:
+        """(parameterization, μP role) of the module about to be made: the build-level parameterization if one
+        was given, and "input", "hidden", "output" or "only" from the layer's place among the affine layers."""
+        ctx = _BUILD.get()
+        if ctx is None:  # make_module called outside build (a bare spec): a lone layer
+            return self.parameterization, "only"
+        index = ctx.made
+        ctx.made += 1
+        first, last = index == 0, index == ctx.n_affine - 1
+        role = "only" if first and last else "input" if first else "output" if last else "hidden"
+        return ctx.parameterization or self.parameterization, role
+
     def _affine_kernel(self, k: Kernel, window_mean, fan_in: int, shape: tuple[int, ...]) -> Kernel:
+        if self.parameterization == "mup":
+            raise ValueError(
+                f"{self!r}: the infinite-width kernels of μP are degenerate: its output and NTK are the NTK "
+                "parameterization's divided by √width and width, which vanish, while training moves the kernel "
+                "by O(1) (Yang & Hu 2021). Use parameterization='ntk' for the kernel at initialisation (the μP "
+                "NTK weighted by its per-layer learning rates has the same limit), or measure μP empirically "
+                "with ntkit.regimes.KernelTracker"
+            )
         b2 = (self.b_std or 0.0) ** 2
         w2 = self.W_std**2
         nngp = w2 * window_mean(k.nngp) + b2
@@ -150,22 +226,46 @@ class _Affine(Layer):
         var2 = None if k.var2 is None else w2 * window_mean(k.var2) + b2
         return Kernel(nngp, ntk, var1, var2, shape, is_gaussian=True)
 
-    def _init(self, module: nn.Module, fan_in: int, generator: torch.Generator) -> nn.Module:
-        """N(0, 1) parameters scaled in forward (NTK), or N(0, W_std²/fan_in) and N(0, b_std²) (standard)."""
+    def _init(self, module: nn.Module, fan_in: int, generator: torch.Generator, parameterization: str) -> nn.Module:
+        """N(0, 1) parameters scaled in forward (NTK, μP), or N(0, W_std²/fan_in) and N(0, b_std²) (standard)."""
         with torch.no_grad():
             module.weight.copy_(torch.randn(module.weight.shape, generator=generator))
             if module.bias is not None:
                 module.bias.copy_(torch.randn(module.bias.shape, generator=generator))
-            if self.parameterization == "standard":
+            if parameterization == "standard":
                 module.weight.mul_(self.W_std / math.sqrt(fan_in))
                 if module.bias is not None:
                     module.bias.mul_(self.b_std)
+        module.parameterization = parameterization
         return module
 
-    def _multipliers(self, fan_in: int) -> dict[str, float]:
-        if self.parameterization == "ntk":
-            return {"weight_multiplier": self.W_std / math.sqrt(fan_in), "bias_multiplier": self.b_std or 0.0}
-        return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}
+    def _scales(self, parameterization: str, role: str, fan_in: int, width_in: int, width_out: int) -> dict:
+        """Forward multipliers and learning-rate factors of one affine layer.
+
+        NTK: W_std/√fan_in and b_std. Standard: 1 and 1 (the scale is in the initial values). μP, in the gauge
+        where every stored tensor is N(0, 1) (Yang & Hu 2021, Table 3, moved by their abc-symmetry
+        (a, b, c) → (a + b, 0, c − 2b) for each tensor): the NTK multipliers, except that the output layer's
+        weight and bias are divided by √width_in; learning-rate factors width_out for the input layer and for
+        hidden biases, width_in for hidden and output weights and the output bias.
+        """
+        if parameterization == "standard":
+            return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}, (1.0, 1.0)
+        w_mult, b_mult = self.W_std / math.sqrt(fan_in), self.b_std or 0.0
+        if parameterization == "ntk" or role == "only":
+            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (1.0, 1.0)
+        if role == "input":
+            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (float(width_out), float(width_out))
+        if role == "hidden":
+            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (float(width_in), float(width_out))
+        root = math.sqrt(width_in)
+        return {"weight_multiplier": w_mult / root, "bias_multiplier": b_mult / root}, (float(width_in),) * 2
+
+    def _make(self, cls, fan_in: int, width_in: int, width_out: int, generator: torch.Generator, *args, **kwargs):
+        parameterization, role = self._start_module()
+        multipliers, (w_lr, b_lr) = self._scales(parameterization, role, fan_in, width_in, width_out)
+        module = cls(*args, bias=self._has_bias(parameterization), **multipliers, **kwargs)
+        module.weight_lr_scale, module.bias_lr_scale, module.mup_role = w_lr, b_lr, role
+        return self._init(module, fan_in, generator, parameterization)
 
 
 class Linear(_Affine):
@@ -196,8 +296,7 @@ class Linear(_Affine):
 
     def make_module(self, in_shape, generator):
         fan_in = in_shape[0]
-        module = NTKLinear(fan_in, self.out_features, bias=self.has_bias, **self._multipliers(fan_in))
-        return self._init(module, fan_in, generator)
+        return self._make(NTKLinear, fan_in, fan_in, self.out_features, generator, fan_in, self.out_features)
 
 
 class _Conv(_Affine):
@@ -252,9 +351,8 @@ class _Conv(_Affine):
         padding, mode = ("valid", "zeros") if self.padding == "valid" else ("same", "zeros")
         if self.padding == "circular":
             mode = "circular"
-        module = cls(in_shape[0], self.out_channels, self.kernel_size, stride=self.stride, padding=padding,
-                     padding_mode=mode, bias=self.has_bias, **self._multipliers(fan_in))  # fmt: skip
-        return self._init(module, fan_in, generator)
+        return self._make(cls, fan_in, in_shape[0], self.out_channels, generator, in_shape[0], self.out_channels,
+                          self.kernel_size, stride=self.stride, padding=padding, padding_mode=mode)  # fmt: skip
 
 
 def _tuple(value, n: int, name: str) -> tuple[int, ...]:
