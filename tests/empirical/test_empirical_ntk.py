@@ -598,3 +598,12 @@ def test_training_mode_model_without_batchnorm(reference, method):
     reference.assert_close(call(model, x1, x2, method=method, output="full"), expected)
     _assert_unchanged(model, before)
     assert model.training
+
+
+@pytest.mark.parametrize("name", ["residual_layernorm", "cnn_avgpool", "mlp_gelu_5out"])
+def test_ntk_vector_product_is_the_kernel_times_v(reference, name):
+    """Θv without Θ: (Θ v)_a = Σ_b Θ[a, b] v_b, against the brute-force kernel."""
+    model, x1, x2 = build(name)
+    v = torch.randn(x2.shape[0], CASE_BY_NAME[name].n_out, dtype=torch.float64)
+    expected = torch.einsum("abij,bj->ai", cached_reference(reference, name, True), v)
+    reference.assert_close(ntkit.ntk_vector_product(model, x1, x2, v), expected)

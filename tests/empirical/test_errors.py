@@ -212,3 +212,51 @@ def test_bad_batch_size(batch_size):
 def test_bad_batch_size_for_every_method(method):
     with pytest.raises(BAD, match=r"batch_size"):
         ntkit.empirical_ntk(mlp(), x(3, 4), method=method, batch_size=0)
+
+
+def test_not_a_module_or_not_a_tensor():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        ntkit.empirical_ntk(lambda x: x, torch.randn(3, 4))
+    with pytest.raises(TypeError, match="x1 must be a torch.Tensor"):
+        ntkit.empirical_ntk(mlp(), torch.randn(3, 4).numpy())
+
+
+def test_empty_batch():
+    with pytest.raises(ValueError, match="x1 must have a leading batch axis with at least one example"):
+        ntkit.empirical_ntk(mlp(), torch.randn(0, 4, dtype=torch.float64))
+
+
+def test_dropout_in_training_mode():
+    model = nn.Sequential(nn.Linear(4, 5), nn.Dropout(0.5), nn.Linear(5, 2)).double().train()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"Dropout .* training mode.*call model.eval\(\)"):
+        ntkit.empirical_ntk(model, x)
+    assert ntkit.empirical_ntk(model.eval(), x).shape == (3, 3)
+
+
+class _Pair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2).double()
+
+    def forward(self, x):
+        return self.lin(x), x
+
+
+class _PooledOverBatch(_Pair):
+    def forward(self, x):
+        return self.lin(x).sum(0)
+
+
+def test_model_must_return_one_batched_tensor():
+    x = torch.randn(3, 4, dtype=torch.float64)
+    with pytest.raises(TypeError, match="model must return a single tensor"):
+        ntkit.empirical_ntk(_Pair(), x)
+    with pytest.raises(ValueError, match="model must keep the batch axis"):
+        ntkit.empirical_ntk(_PooledOverBatch(), x)
+
+
+def test_ntk_vector_product_checks_v():
+    x = torch.randn(5, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"v must have shape \(N2, O\) = \(4, 2\)"):
+        ntkit.ntk_vector_product(mlp(), x, x[:4], torch.randn(3, 2, dtype=torch.float64))

@@ -8,7 +8,6 @@ from torch import nn
 
 from ntkit.empirical import _common, structured
 from ntkit.empirical.ntk import choose_method
-from tests.empirical.reference import brute_force_full
 
 
 def _models():
@@ -26,7 +25,7 @@ def _models():
 
 @pytest.mark.parametrize("name", ["cnn", "linear_on_sequences"])
 @pytest.mark.parametrize("strategy", ["pairs", "gradient"])
-def test_forced_strategy_matches_brute_force(monkeypatch, name, strategy):
+def test_forced_strategy_matches_brute_force(monkeypatch, reference, name, strategy):
     model, shape = _models()[name]
     x1 = torch.randn(5, *shape, dtype=torch.float64)
     x2 = torch.randn(3, *shape, dtype=torch.float64)
@@ -37,9 +36,7 @@ def test_forced_strategy_matches_brute_force(monkeypatch, name, strategy):
 
     monkeypatch.setattr(structured, "choose_strategies", force)
     got = structured.ntk_structured(_common.check_request(model, x1, x2, "structured", "trace", None), None)
-    torch.testing.assert_close(
-        got, torch.diagonal(brute_force_full(model, x1, x2), dim1=2, dim2=3).sum(-1), rtol=1e-10, atol=1e-12
-    )
+    reference.assert_close(got, reference.ntk(model, x1, x2, output="trace"))
 
 
 def test_cost_model_prefers_structured_for_wide_mlps_and_gradients_for_image_convs():

@@ -159,3 +159,11 @@ def test_closed_forms_broadcast_and_keep_dtype():
                 ref = fn(c11[i, 0:1], c12[i, j : j + 1], c22[0, j : j + 1])
                 torch.testing.assert_close(k[i, j], ref[0][0])
                 torch.testing.assert_close(k_dot[i, j], ref[1][0])
+
+
+def test_relu_kernels_exact_on_the_diagonal():
+    """u = v: E[relu(u)²] = Σ/2 and P(u > 0) = 1/2 exactly, even where rounding pushes the cosine past 1."""
+    cov = torch.tensor([0.3, 1.0, 7.0], dtype=torch.float64)
+    k1, k0 = relu_kernels(cov, cov * (1 + 1e-16), cov)
+    torch.testing.assert_close(k1, cov / 2, rtol=1e-15, atol=0)
+    torch.testing.assert_close(k0, torch.full_like(cov, 0.5), rtol=1e-15, atol=0)

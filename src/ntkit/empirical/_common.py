@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
@@ -167,6 +168,29 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
             f"but the output has shape {tuple(out.shape)}"
         )
     return out.reshape(x.shape[0], -1)
+
+
+def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
+    """``torch.func.vmap(fn, in_dims)``, or the same map as a Python loop when vmap cannot batch ``fn``.
+
+    Some modules cannot run under vmap: ``nn.GRU`` and ``nn.LSTM``, for example, write a batched result in place
+    into a hidden state they create unbatched. The loop computes exactly what vmap would, one slice at a time, so
+    any model works; an error that the loop raises too is a real one and propagates.
+    """
+    batched = torch.func.vmap(fn, in_dims=in_dims)
+
+    def mapped(*args):
+        try:
+            return batched(*args)
+        except RuntimeError:
+            dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
+            size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+            results = [
+                fn(*(a if d is None else a.select(d, k) for a, d in zip(args, dims, strict=True))) for k in range(size)
+            ]
+            return tree_map(lambda *parts: torch.stack(parts), *results)
+
+    return mapped
 
 
 def output_shape(output: str, n1: int, n2: int, n_outputs: int) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
+from torch.func import functional_call, jacrev
 
 from ntkit.empirical._common import (
     DEFAULT_MEMORY_BUDGET,
@@ -23,6 +23,7 @@ from ntkit.empirical._common import (
     assemble,
     block_size_for,
     contract,
+    vmap_or_loop,
 )
 
 
@@ -41,7 +42,7 @@ def per_example_jacobians(model: nn.Module, params: dict[str, torch.Tensor], x: 
 
     values = tuple(params[name].detach() for name in names)
     with torch.enable_grad():
-        jac = vmap(jacrev(single_example_output), in_dims=(None, 0))(values, x)
+        jac = vmap_or_loop(jacrev(single_example_output), in_dims=(None, 0))(values, x)
     return [j.reshape(x.shape[0], j.shape[1], -1) for j in jac]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
-from ntkit.empirical._common import Problem, assemble, block_size_for, check_request
+from ntkit.empirical._common import Problem, assemble, block_size_for, check_request, vmap_or_loop
 
 
 def _batch_function(problem: Problem):
@@ -47,9 +47,9 @@ def _kernel_columns(problem: Problem, f, theta, x1: torch.Tensor, x2_chunk: torc
         return jvp(lambda t: f(t, x1), (theta,), (u,))[1]
 
     with torch.enable_grad():
-        rows = vmap(cotangent_rows)(x2_chunk)  # tuple of (C, O, *param.shape)
+        rows = vmap_or_loop(cotangent_rows)(x2_chunk)  # tuple of (C, O, *param.shape)
         flat = tuple(r.reshape(-1, *r.shape[2:]) for r in rows)  # (C·O, *param.shape)
-        columns = vmap(push_forward)(flat)  # (C·O, B1, O)
+        columns = vmap_or_loop(push_forward)(flat)  # (C·O, B1, O)
     return columns.reshape(x2_chunk.shape[0], n_out, x1.shape[0], n_out)
 
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from ntkit.empirical._common import (
     DEFAULT_MEMORY_BUDGET,
@@ -77,9 +79,12 @@ def make_plan(problem: Problem) -> StructuredPlan:
         calls.setdefault(module, []).append((args[0].shape, out.shape))
 
     candidates = [(name, m) for name, m in model.named_modules() if _can_factor(m)]
+    uses = _ParameterUses({id(p): m for _, m in candidates for p in (m.weight, m.bias) if p is not None})
     handles = [m.register_forward_hook(watch) for _, m in candidates]
+    handles += [m.register_forward_pre_hook(uses.enter) for _, m in candidates]
+    handles += [m.register_forward_hook(uses.leave) for _, m in candidates]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), uses:
             model(problem.x1[:1].expand(_PROBE_BATCH, *problem.x1.shape[1:]))
     finally:
         for h in handles:
@@ -93,7 +98,8 @@ def make_plan(problem: Problem) -> StructuredPlan:
     for name, m in candidates:
         trainable = [p for p in (m.weight, m.bias) if p is not None and p.requires_grad]
         seen = calls.get(m, [])
-        if not trainable or len(seen) != 1 or any(owners[id(p)] > 1 for p in trainable):
+        shared = any(owners[id(p)] > 1 or id(p) in uses.outside for p in trainable)
+        if not trainable or len(seen) != 1 or shared:
             continue
         in_shape, out_shape = seen[0]
         if in_shape[0] != _PROBE_BATCH or out_shape[0] != _PROBE_BATCH or len(in_shape) < 2:
@@ -103,6 +109,33 @@ def make_plan(problem: Problem) -> StructuredPlan:
     fallback = {n: p for n, p in problem.params.items() if id(p) not in factored_ids}
     macs = sum(lp.positions * lp.fan_in * lp.out_features for lp in layers)
     return StructuredPlan(layers, fallback, macs)
+
+
+class _ParameterUses(TorchFunctionMode):
+    """Records which layer parameters the probe forward pass reads outside their own layer's forward.
+
+    The factored terms (h·h')(δ·δ') account only for a weight's use inside its layer. A parameter that the model
+    also reads directly (``x @ layer.weight.T``, tied embeddings, ``+ layer.bias``) has more Jacobian than that,
+    so such a layer must fall back to exact contraction. Hooks cannot see those reads; a torch-function mode
+    sees every operation and the tensors it receives.
+    """
+
+    def __init__(self, owner_of: dict[int, nn.Module]):
+        super().__init__()
+        self.owner_of, self.inside, self.outside = owner_of, None, set()
+
+    def enter(self, module: nn.Module, args) -> None:
+        self.inside = module
+
+    def leave(self, module: nn.Module, args, out) -> None:
+        self.inside = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        for value in tree_flatten((args, kwargs))[0]:
+            if isinstance(value, torch.Tensor) and self.owner_of.get(id(value), self.inside) is not self.inside:
+                self.outside.add(id(value))
+        return func(*args, **kwargs)
 
 
 def _can_factor(m: nn.Module) -> bool:

@@ -93,6 +93,11 @@ def _times(t, dtype, device) -> tuple[torch.Tensor, bool]:
     return times.reshape(-1), times.ndim > 0
 
 
+def _range_mask(evals: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues that are nonzero beyond rounding: λ > P·ε·λ_max, the cut-off of ``torch.linalg.pinv``."""
+    return evals > evals.shape[0] * torch.finfo(evals.dtype).eps * evals.max()
+
+
 def _eigen(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigenvalues (clipped at 0: a kernel is PSD, negative values are rounding) and eigenvectors."""
     evals, evecs = torch.linalg.eigh(k)
@@ -153,22 +158,25 @@ def gradient_descent_mse(
                              "descent diverges; lower it or use discrete=False")  # fmt: skip
     evals, evecs = _eigen(k_mat)
     rate = learning_rate / size
+    positive = _range_mask(evals).unsqueeze(0)  # (1, P): directions in the kernel's range
 
     def residual_factor(times: torch.Tensor) -> torch.Tensor:
-        """(T, P): the factor each eigen-direction of the residual keeps after time t."""
+        """(T, P): the factor each eigen-direction of the residual keeps after time t.
+
+        At t = ∞ a direction in the kernel's range has decayed to 0 and one in its null space keeps all of its
+        residual, so that t = None is exactly the limit of large finite t (the train outputs tend to
+        f(0) + P(y − f(0)) with P the projection on the range, not to y, when Θ is singular).
+        """
         lam = evals.unsqueeze(0)
         tt = times.unsqueeze(1)
-        if discrete:
-            finite = torch.where(torch.isinf(tt), torch.zeros_like(tt), tt)
-            keep = (1 - rate * lam) ** finite
-            return torch.where(torch.isinf(tt), (lam == 0).to(lam.dtype), keep)
-        return torch.exp(-rate * lam * tt).nan_to_num(0.0)  # e^{−∞·0} = nan → only reached with λ = 0
+        finite = torch.where(torch.isinf(tt), torch.zeros_like(tt), tt)
+        keep = (1 - rate * lam) ** finite if discrete else torch.exp(-rate * lam * finite)
+        return torch.where(torch.isinf(tt), (~positive).to(lam.dtype), keep)
 
     def fit_factor(times: torch.Tensor) -> torch.Tensor:
         """(T, P): (1 − keep)/λ, the operator Θ⁻¹(I − e^{−ηtΘ}) in the eigenbasis; λ → 0 taken as a limit."""
         keep = residual_factor(times)
         lam = evals.unsqueeze(0)
-        positive = lam > evals.max() * 1e-14
         safe = torch.where(positive, lam, torch.ones_like(lam))
         ratio = (1 - keep) / safe
         small = rate * times.unsqueeze(1)  # (1 − e^{−rtλ})/λ and (1 − (1 − rλ)^t)/λ both → r·t as λ → 0
@@ -299,7 +307,7 @@ def gradient_descent_mse_ensemble(
             k_test = arch.kernel(x_test).nngp if compute_cov else None
         evals, evecs = eig[get]
         lam = evals.unsqueeze(0)
-        positive = lam > evals.max() * 1e-14
+        positive = _range_mask(evals).unsqueeze(0)
         keep = torch.exp(-rate * lam * times.unsqueeze(1)).nan_to_num(0.0)
         small = torch.where(torch.isinf(times), torch.zeros_like(times), rate * times).unsqueeze(1)
         factor = torch.where(positive, (1 - keep) / torch.where(positive, lam, torch.ones_like(lam)), small)
@@ -349,7 +357,10 @@ def gradient_descent(
         raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
     if momentum is not None and not 0 <= momentum < 1:
         raise ValueError(f"momentum must be in [0, 1) or None; got {momentum}")
-    k_mat = _as_matrix(k)
+    # The integrator works on NumPy float64 arrays; the kernel goes to the CPU once, results go back at the end.
+    device, dtype = k.device, k.dtype
+    k_mat = _as_matrix(k).detach().to("cpu", torch.float64)
+    y = y.detach().to("cpu", torch.float64)
     scale = learning_rate**0.5 if momentum is not None else learning_rate
     friction = None if momentum is None else (momentum - 1.0) / learning_rate**0.5
 
@@ -362,18 +373,21 @@ def gradient_descent(
             (grad,) = torch.autograd.grad(value, f)
         return grad
 
+    def initial(value, rows: int) -> torch.Tensor:
+        value = value.detach().cpu() if isinstance(value, torch.Tensor) else value
+        return torch.broadcast_to(torch.as_tensor(value, dtype=torch.float64), (rows, o)).clone()
+
     def predict(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         if t is None:
             raise ValueError("t must be finite for gradient_descent (an ODE is integrated up to it)")
-        times, vector = _times(t, k_mat.dtype, k_mat.device)
+        times, vector = _times(t, torch.float64, "cpu")
         if bool(torch.isinf(times).any()):
             raise ValueError("t must be finite for gradient_descent")
-        order = torch.argsort(times)
-        f0 = torch.broadcast_to(torch.as_tensor(fx_train_0, dtype=k_mat.dtype), (n, o)).clone()
-        cross = None if k_test_train is None else _check_cross(k_test_train, n, o, coupled, k_mat)
+        unique_times, where = torch.unique(times, return_inverse=True)  # sorted; repeated times solved once
+        f0 = initial(fx_train_0, n)
+        cross = None if k_test_train is None else _check_cross(k_test_train.detach().cpu(), n, o, coupled, k_mat)
         m = 0 if cross is None else cross.shape[0] // (o if coupled else 1)
-        g0 = torch.zeros(m, o, dtype=k_mat.dtype) if fx_test_0 is None else torch.broadcast_to(
-            torch.as_tensor(fx_test_0, dtype=k_mat.dtype), (m, o)).clone()  # fmt: skip
+        g0 = initial(0.0 if fx_test_0 is None else fx_test_0, m)
         sizes = [n * o, m * o]
 
         def velocity(grad: torch.Tensor) -> torch.Tensor:
@@ -383,7 +397,7 @@ def gradient_descent(
             return torch.cat([train.reshape(-1), test.reshape(-1)])
 
         def rhs(_, state):
-            state = torch.as_tensor(state, dtype=k_mat.dtype)
+            state = torch.as_tensor(state, dtype=torch.float64)
             f_train = state[: n * o].reshape(n, o)
             v = velocity(loss_gradient(f_train))
             if momentum is None:
@@ -394,12 +408,16 @@ def gradient_descent(
         state0 = torch.cat([f0.reshape(-1), g0.reshape(-1)])
         if momentum is not None:
             state0 = torch.cat([state0, torch.zeros_like(state0)])
-        t_eval = times[order].cpu().double().numpy() * (1.0 if momentum is None else learning_rate**0.5)
-        sol = solve_ivp(rhs, (0.0, float(t_eval[-1])), state0.cpu().double().numpy(), method="DOP853",
-                        t_eval=t_eval, rtol=1e-10, atol=1e-12)  # fmt: skip
-        if not sol.success:
-            raise RuntimeError(f"the ODE solver failed: {sol.message}")
-        states = torch.as_tensor(sol.y.T, dtype=k_mat.dtype)[torch.argsort(order)]
+        t_eval = unique_times.numpy() * (1.0 if momentum is None else learning_rate**0.5)
+        if t_eval[-1] == 0:  # nothing to integrate: every requested time is t = 0
+            solved = state0.unsqueeze(0)
+        else:
+            sol = solve_ivp(rhs, (0.0, float(t_eval[-1])), state0.numpy(), method="DOP853", t_eval=t_eval,
+                            rtol=1e-10, atol=1e-12)  # fmt: skip
+            if not sol.success:
+                raise RuntimeError(f"the ODE solver failed: {sol.message}")
+            solved = torch.as_tensor(sol.y.T, dtype=torch.float64)
+        states = solved[where].to(device, dtype)
         fx_train = states[:, : n * o].reshape(-1, n, o)
         if cross is None:
             return fx_train if vector else fx_train[0]
