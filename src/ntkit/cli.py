@@ -36,6 +36,18 @@ def _example(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from ntkit.demo import serve
+    except ImportError as exc:
+        print(
+            f"ntkit demo needs the demo extras ({exc}); install them with: pip install 'ntkit[demo]'", file=sys.stderr
+        )
+        return 1
+    serve(host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntkit", description="Neural Tangent Kernels for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--seed", type=int, default=0, help="first seed")
     example.add_argument("--out", default="results/example", help="folder for the plot and table")
     example.set_defaults(run=_example)
+    demo = sub.add_parser("demo", help="the interactive page: a network trains beside its NTK prediction")
+    demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    demo.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    demo.set_defaults(run=_demo)
     return parser
 
 

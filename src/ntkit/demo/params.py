@@ -1,0 +1,158 @@
+"""The parameters of one demo run: their ranges, their checks, and the cap on the work one run may start.
+
+Every value the page sends is checked here, at the door, and every failure names the argument, what was expected
+and what was received, so that the page can show it beside the control. :data:`SPEC` is the single source of the
+ranges: the server sends it to the page (``GET /api/params``), which builds its controls from it.
+
+The work of a run is full-batch gradient descent, whose cost per step is proportional to the number of trainable
+parameters P. For a depth-L MLP of width n on d inputs and O outputs
+
+    P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1),
+
+so the work is W = P·steps, which grows like width × depth × steps for one hidden layer and like
+width² × (depth − 1) × steps for deeper ones. A run is refused when W exceeds the cap.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+ACTIVATIONS = ("relu", "erf", "gelu")
+PARAMETERIZATIONS = ("ntk", "standard", "mup")
+TASKS = ("sin", "spirals", "circles")
+
+#: Inputs and outputs of each task's network: sin(3x) is 1 → 1, the two classifications are 2 → 1 (±1 labels).
+TASK_SHAPES = {"sin": (1, 1), "spirals": (2, 1), "circles": (2, 1)}
+
+#: The default cap on parameters × steps. Width 8192 at depth 1 (≈ 3·10⁴ parameters) may run the full 5000 steps;
+#: width 1024 at depth 4 (≈ 3·10⁶ parameters) about 100.
+DEFAULT_WORK_CAP = 3e8
+
+SPEC: dict[str, dict[str, Any]] = {
+    "width": {"kind": "int", "min": 16, "max": 8192, "default": 32, "scale": "log2",
+              "label": "width n", "help": "hidden units per layer"},
+    "depth": {"kind": "int", "min": 1, "max": 4, "default": 1, "label": "depth", "help": "hidden layers"},
+    "activation": {"kind": "choice", "choices": list(ACTIVATIONS), "default": "relu", "label": "activation",
+                   "names": {"relu": "ReLU", "erf": "Erf", "gelu": "GELU"}},
+    "parameterization": {"kind": "choice", "choices": list(PARAMETERIZATIONS), "default": "ntk",
+                         "label": "parameterization", "names": {"ntk": "NTK", "standard": "standard", "mup": "μP"}},
+    "alpha": {"kind": "float", "min": 0.1, "max": 100.0, "default": None, "nullable": True, "scale": "log10",
+              "label": "lazy scale α", "help": "train α·(f − f₀) with the loss divided by α² (off: train f)"},
+    "learning_rate": {"kind": "float", "min": 1e-4, "max": 10.0, "default": 1.0, "label": "learning rate η",
+                      "exclusive_min": 0.0},
+    "steps": {"kind": "int", "min": 1, "max": 5000, "default": 400, "label": "steps",
+              "help": "full-batch gradient-descent steps"},
+    "task": {"kind": "choice", "choices": list(TASKS), "default": "sin", "label": "task",
+             "names": {"sin": "1D: sin(3x), 40 points", "spirals": "2D: two spirals", "circles": "2D: two circles"}},
+    "seed": {"kind": "int", "min": 0, "max": 2**31 - 1, "default": 0, "label": "seed"},
+}  # fmt: skip
+
+
+class ParamError(ValueError):
+    """One or more bad parameters; ``errors`` is a list of ``{"param": name, "message": text}``."""
+
+    def __init__(self, errors: list[dict[str, str]]):
+        self.errors = errors
+        super().__init__("; ".join(e["message"] for e in errors))
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """One run's settings, already checked (build them with :func:`parse_params`)."""
+
+    width: int = 32
+    depth: int = 1
+    activation: str = "relu"
+    parameterization: str = "ntk"
+    alpha: float | None = None
+    learning_rate: float = 1.0
+    steps: int = 400
+    task: str = "sin"
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def n_parameters(width: int, depth: int, in_features: int, out_features: int) -> int:
+    """P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1): the trainable parameters of the MLP (with biases)."""
+    return width * (in_features + 1) + (depth - 1) * width * (width + 1) + out_features * (width + 1)
+
+
+def work(params: RunParams) -> int:
+    """The work a run starts: parameters × steps (see the module docstring)."""
+    d, o = TASK_SHAPES[params.task]
+    return n_parameters(params.width, params.depth, d, o) * params.steps
+
+
+def _check_one(name: str, value: Any) -> tuple[Any, str | None]:
+    spec = SPEC[name]
+    label = f"{name} ({spec['label']})" if spec["label"] != name else name
+    kind = spec["kind"]
+    if value is None and spec.get("nullable"):
+        return None, None
+    if kind == "choice":
+        if not isinstance(value, str) or value not in spec["choices"]:
+            return None, f"{label} must be one of {', '.join(spec['choices'])}; got {value!r}"
+        return value, None
+    if kind == "int":
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or isinstance(value, float)
+            and (not math.isfinite(value) or value != int(value))
+        ):
+            return None, f"{label} must be an integer in [{spec['min']}, {spec['max']}]; got {value!r}"
+        value = int(value)
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None, f"{label} must be a finite number in [{spec['min']:g}, {spec['max']:g}]; got {value!r}"
+        value = float(value)
+    if not spec["min"] <= value <= spec["max"]:
+        return None, f"{label} must be in [{spec['min']:g}, {spec['max']:g}]; got {value!r}"
+    return value, None
+
+
+def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP) -> RunParams:
+    """Check a JSON object of run parameters and return :class:`RunParams`.
+
+    Missing keys take their defaults; unknown keys are refused (a typo should not pass silently). The work,
+    parameters × steps, must not exceed ``work_cap``.
+
+    Raises
+    ------
+    ParamError
+        With one entry per bad parameter, each naming the parameter, the expected range and the received value.
+    """
+    if not isinstance(raw, dict):
+        raise ParamError([{"param": "body", "message": f"the request body must be a JSON object; got {raw!r:.80}"}])
+    errors: list[dict[str, str]] = []
+    unknown = sorted(set(raw) - set(SPEC) - {"client"})
+    for name in unknown:
+        errors.append({"param": name, "message": f"unknown parameter {name!r}; expected one of {', '.join(SPEC)}"})
+    values = {}
+    for name, spec in SPEC.items():
+        value, error = _check_one(name, raw.get(name, spec["default"]))
+        if error:
+            errors.append({"param": name, "message": error})
+        values[name] = value
+    if errors:
+        raise ParamError(errors)
+    params = RunParams(**values)
+    cost = work(params)
+    if cost > work_cap:
+        d, o = TASK_SHAPES[params.task]
+        p = n_parameters(params.width, params.depth, d, o)
+        most = int(work_cap // p)
+        hint = (
+            f"at most {most:,} steps at this width and depth, or a smaller width or depth"
+            if most
+            else ("a smaller width or depth")
+        )
+        errors.append({"param": "steps", "message": (
+            f"this run is too large: parameters × steps = {p:,} × {params.steps:,} = {cost:.3g}, above the cap "
+            f"{work_cap:.3g}; choose {hint}")})  # fmt: skip
+        raise ParamError(errors)
+    return params
