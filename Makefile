@@ -24,6 +24,7 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) bench/empirical.py
+	$(PY) bench/infinite.py
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench
