@@ -10,6 +10,8 @@ Routes
                            ``{"errors": [{"param", "message"}]}`` for bad ones, else streams ``text/event-stream``
                            messages ``data: {json}`` of types init, frame, done, stopped and error
 ``POST /api/stop``         ``{"client": id}``: stops that client's run
+``POST /api/limits``       the same parameters as a run: 200 with the largest stable learning rate, the parameter
+                           count and the work (parameters × steps) against the cap, or 422 for bad parameters
 
 Each client has at most one run: a new run from the same client stops the old one first. A run stops when its
 client disconnects or asks to stop; it trains in a worker thread that checks a cancellation flag every step.
@@ -33,8 +35,14 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ntkit.demo.experiment import DEFAULT_FRAMES, KERNEL_THRESHOLD, TRACK_THRESHOLD, Experiment
-from ntkit.demo.params import DEFAULT_WORK_CAP, SPEC, TASK_SHAPES, ParamError, parse_params
+from ntkit.demo.experiment import (
+    DEFAULT_FRAMES,
+    KERNEL_THRESHOLD,
+    TRACK_THRESHOLD,
+    Experiment,
+    stable_learning_rate,
+)
+from ntkit.demo.params import DEFAULT_WORK_CAP, SPEC, TASK_SHAPES, ParamError, n_parameters, parse_params, work
 
 STATIC = Path(__file__).resolve().parent / "static"
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -103,6 +111,9 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    async def favicon(request: Request) -> Response:
+        return Response(status_code=204)
+
     async def vendor_plotly(request: Request) -> Response:
         return FileResponse(plotly_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
 
@@ -131,6 +142,22 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
             return body
         handle = registry.stop(body["client"], "stopped")
         return JSONResponse({"stopped": handle is not None})
+
+    async def limits(request: Request) -> Response:
+        try:
+            raw = json.loads(await request.body() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, [{"param": "body", "message": f"the request body must be JSON; {exc}"}])
+        if isinstance(raw, dict):
+            raw = {k: v for k, v in raw.items() if k != "client"}
+        try:
+            checked = parse_params(raw, work_cap=float("inf"))
+        except ParamError as exc:
+            return _error(422, exc.errors)
+        lr_max = await anyio.to_thread.run_sync(stable_learning_rate, checked)
+        d, o = TASK_SHAPES[checked.task]
+        return JSONResponse({"max_learning_rate": lr_max, "work": work(checked), "work_cap": work_cap,
+                             "n_parameters": n_parameters(checked.width, checked.depth, d, o)})  # fmt: skip
 
     async def run(request: Request) -> Response:
         body = await _body(request)
@@ -215,10 +242,12 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
 
     routes = [
         Route("/", index),
+        Route("/favicon.ico", favicon),
         Route("/vendor/plotly.min.js", vendor_plotly),
         Route("/api/params", params),
         Route("/api/run", run, methods=["POST"]),
         Route("/api/stop", stop, methods=["POST"]),
+        Route("/api/limits", limits, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -64,10 +64,15 @@ def _regimes():
     return regimes
 
 
-def _round(values: torch.Tensor | float, digits: int = 5) -> Any:
-    """Numbers for JSON: ``digits`` significant digits; non-finite values become None."""
+def _round(values: torch.Tensor | float, digits: int = 5, flat: bool = True) -> Any:
+    """Numbers for JSON with ``digits`` significant digits; non-finite values become None. Tensors become flat
+    lists, or nested lists of their shape when ``flat`` is False."""
     if isinstance(values, torch.Tensor):
-        return [_round(v, digits) for v in values.detach().double().reshape(-1).tolist()]
+        values = values.detach().double()
+        rows = values.reshape(-1) if flat or values.ndim < 2 else values
+        if rows.ndim == 1:
+            return [_round(v, digits) for v in rows.tolist()]
+        return [_round(row, digits, flat=False) for row in rows]
     v = float(values)
     return float(f"{v:.{digits}g}") if math.isfinite(v) else None
 
@@ -79,6 +84,32 @@ def _mse(f: torch.Tensor, y: torch.Tensor) -> float:
 
 def _rms(t: torch.Tensor) -> float:
     return float(t.pow(2).mean().sqrt())
+
+
+def prediction_spec(params: RunParams):
+    """The infinite-width architecture whose NTK the prediction uses (the NTK parameterization's for μP)."""
+    parameterization = "ntk" if params.parameterization == "mup" else params.parameterization
+    return _regimes().mlp_spec(params.width, TASK_SHAPES[params.task][1], depth=params.depth,
+                               activation=params.activation, W_std=W_STD, b_std=B_STD,
+                               parameterization=parameterization)  # fmt: skip
+
+
+def limit_kernel(params: RunParams, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
+    """The analytic kernel that drives the outputs at this width: Θ (NTK, μP) or Θ_standard(n)/n (standard).
+
+    Under μP the network is the NTK-parameterized one with its output divided by √n and every learning rate
+    multiplied by n, so its learning-rate-weighted NTK at initialisation is exactly the NTK parameterization's;
+    the difference is that it does not stay there. Under the standard parameterization the NTK grows like n and
+    the step is η/n, so the kernel that multiplies η is Θ_standard/n.
+    """
+    k = prediction_spec(params).kernel(x1, x2).ntk
+    return k / params.width if params.parameterization == "standard" else k
+
+
+def stable_learning_rate(params: RunParams) -> float:
+    """The largest stable η for these settings, 2·N·O/λ_max of :func:`limit_kernel` on the training points."""
+    task = make_task(params.task, seed=params.seed)
+    return max_learning_rate(limit_kernel(params, task.x_train), task.y_train.numel())
 
 
 class Experiment:
@@ -126,7 +157,6 @@ class Experiment:
             f0_train = self._forward(x)
             f0_eval = self._forward(self.x_eval)
 
-        self.spec = self._spec()
         k_train, k_eval = self.limit_kernel(x), self.limit_kernel(self.x_eval, x)
         self.kernel_source = {"id": "analytic", "label": KERNEL_LABELS[p.parameterization].format(n=p.width)}
         self.max_learning_rate = max_learning_rate(k_train, y.numel())
@@ -144,22 +174,9 @@ class Experiment:
 
     # --- the pieces -----------------------------------------------------------------------------------------
 
-    def _spec(self):
-        """The infinite-width architecture whose NTK the prediction uses (NTK parameterization for μP)."""
-        p = self.params
-        parameterization = "ntk" if p.parameterization == "mup" else p.parameterization
-        return _regimes().mlp_spec(p.width, TASK_SHAPES[p.task][1], depth=p.depth, activation=p.activation,
-                                   W_std=W_STD, b_std=B_STD, parameterization=parameterization)  # fmt: skip
-
     def limit_kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> torch.Tensor:
-        """The analytic kernel that drives the outputs at this width: Θ (NTK, μP) or Θ_standard(n)/n (standard).
-
-        Under μP the network is the NTK-parameterized one with its output divided by √n and every rate
-        multiplied by n, so its learning-rate-weighted NTK at initialisation is exactly the NTK
-        parameterization's; the difference is that it does not stay there.
-        """
-        k = self.spec.kernel(x1, x2).ntk
-        return k / self.params.width if self.params.parameterization == "standard" else k
+        """:func:`limit_kernel` of this run's settings."""
+        return limit_kernel(self.params, x1, x2)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.dtype)).double()
@@ -207,8 +224,9 @@ class Experiment:
     def init_message(self) -> dict[str, Any]:
         """Everything the page draws before training: the data, the kernel at t = 0 and in the limit."""
         task, p = self.task, self.params
-        data: dict[str, Any] = {"name": task.name, "dims": task.dims, "x_train": _round(task.x_train),
-                                "y_train": _round(task.y_train), "x0": _round(task.x0),
+        data: dict[str, Any] = {"name": task.name, "dims": task.dims,
+                                "x_train": _round(task.x_train, flat=task.dims == 1),
+                                "y_train": _round(task.y_train), "x0": _round(task.x0[0]),
                                 "slice_coord": _round(task.slice_coord), "slice_label": task.slice_label}  # fmt: skip
         if task.dims == 1:
             data.update(x_test=_round(task.x_test), y_test=_round(task.y_test))

@@ -40,7 +40,7 @@ SPEC: dict[str, dict[str, Any]] = {
                          "label": "parameterization", "names": {"ntk": "NTK", "standard": "standard", "mup": "μP"}},
     "alpha": {"kind": "float", "min": 0.1, "max": 100.0, "default": None, "nullable": True, "scale": "log10",
               "label": "lazy scale α", "help": "train α·(f − f₀) with the loss divided by α² (off: train f)"},
-    "learning_rate": {"kind": "float", "min": 1e-4, "max": 10.0, "default": 1.0, "label": "learning rate η",
+    "learning_rate": {"kind": "float", "min": 1e-4, "max": 10.0, "default": 0.3, "label": "learning rate η",
                       "exclusive_min": 0.0},
     "steps": {"kind": "int", "min": 1, "max": 5000, "default": 400, "label": "steps",
               "help": "full-batch gradient-descent steps"},
@@ -67,7 +67,7 @@ class RunParams:
     activation: str = "relu"
     parameterization: str = "ntk"
     alpha: float | None = None
-    learning_rate: float = 1.0
+    learning_rate: float = 0.3
     steps: int = 400
     task: str = "sin"
     seed: int = 0

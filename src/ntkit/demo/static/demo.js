@@ -31,7 +31,11 @@ function sessionClient() {
 
 const $ = (id) => document.getElementById(id);
 const fmt = (v, d = 3) => (v === null || v === undefined || Number.isNaN(v) ? "–" : Number(v).toPrecision(d));
-const pct = (v) => (v === null || v === undefined ? "–" : `${(100 * v).toPrecision(2)}%`);
+const pct = (v) => {
+  if (v === null || v === undefined) return "–";
+  const p = 100 * v;
+  return p >= 10 ? `${Math.round(p)}%` : `${p.toPrecision(2)}%`;
+};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Controls
@@ -69,6 +73,28 @@ function applySpec(spec) {
   $("steps").min = s.min; $("steps").max = s.max;
   $("learning_rate").min = lr.min; $("learning_rate").max = lr.max;
   $("seed").max = seed.max;
+}
+
+let limitsTimer = null;
+function scheduleLimits() {
+  clearTimeout(limitsTimer);
+  limitsTimer = setTimeout(updateLimits, 250);
+}
+
+// The largest stable learning rate and the work of these settings, from the server (analytic kernel, cheap).
+async function updateLimits() {
+  const help = $("lr-help"), work = $("work-help");
+  try {
+    const response = await fetch("/api/limits", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(readParams()) });
+    const body = await response.json();
+    if (!response.ok) { help.textContent = body.errors.map((e) => e.message).join("; "); help.classList.add("warn"); return; }
+    const lr = Number($("learning_rate").value);
+    help.textContent = `stable for η < ${body.max_learning_rate.toPrecision(3)} with these settings`;
+    help.classList.toggle("warn", !(lr < body.max_learning_rate));
+    const share = body.work / body.work_cap;
+    work.textContent = `${body.n_parameters.toLocaleString()} parameters × steps = ${(100 * share).toPrecision(2)}% of the cap`;
+    work.classList.toggle("warn", share > 1);
+  } catch { /* the run itself reports errors */ }
 }
 
 function predictionsMade() { return radio("guess-track") !== null && radio("guess-kernel") !== null; }
@@ -387,9 +413,9 @@ function drawSlice(slot, run) {
     { x, y: run.init.initial.slice, name: "network at init", line: { color: COLORS.init, width: 1.5, dash: "dot" } },
   ];
   if (f) traces.push({ x, y: f.kernel.slice, name: `network at t = ${f.step}`, line: { color: COLORS.net, width: 2 } });
-  const x0 = task.x0[0][0];
+  const x0 = task.x0[0];
   const shapes = [{ type: "line", x0, x1: x0, yref: "paper", y0: 0, y1: 1, line: { color: "#ccc", width: 1 } }];
-  react(`plot-slice-${slot}`, traces, baseLayout({ xaxis: { title: { text: `${task.slice_label}; x₀ = ${task.x0[0].join(", ")}` } }, yaxis: { title: { text: "Θ(x₀, ·)" } }, shapes }), f ? f.kernel.slice.length : 0);
+  react(`plot-slice-${slot}`, traces, baseLayout({ xaxis: { title: { text: `${task.slice_label}; x₀ = (${task.x0.join(", ")})` } }, yaxis: { title: { text: "Θ(x₀, ·)" } }, shapes }), f ? f.kernel.slice.length : 0);
 }
 
 function drawSpectrum(slot, run) {
@@ -417,11 +443,14 @@ async function main() {
     showErrors([{ param: "server", message: `could not load the parameter ranges: ${err}` }]);
   }
   for (const id of ["width", "depth", "alpha", "lazy"]) $(id).addEventListener("input", syncOutputs);
+  $("controls").addEventListener("input", scheduleLimits);
+  $("controls").addEventListener("change", scheduleLimits);
   document.querySelectorAll('input[name="guess-track"], input[name="guess-kernel"]').forEach((el) => el.addEventListener("change", updateButtons));
   $("run").addEventListener("click", startRun);
   $("stop").addEventListener("click", stopRun);
   $("controls").addEventListener("submit", (e) => e.preventDefault());
   syncOutputs();
+  updateLimits();
   drawAll();
   updateButtons();
   document.body.dataset.ready = "1";
