@@ -67,6 +67,8 @@ def _regimes():
 def _round(values: torch.Tensor | float, digits: int = 5, flat: bool = True) -> Any:
     """Numbers for JSON with ``digits`` significant digits; non-finite values become None. Tensors become flat
     lists, or nested lists of their shape when ``flat`` is False."""
+    if isinstance(values, torch.Tensor) and values.ndim == 0:
+        values = values.item()
     if isinstance(values, torch.Tensor):
         values = values.detach().double()
         rows = values.reshape(-1) if flat or values.ndim < 2 else values

@@ -10,7 +10,8 @@ parameters P. For a depth-L MLP of width n on d inputs and O outputs
     P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1),
 
 so the work is W = P·steps, which grows like width × depth × steps for one hidden layer and like
-width² × (depth − 1) × steps for deeper ones. A run is refused when W exceeds the cap.
+width² × (depth − 1) × steps for deeper ones. A run is refused when W exceeds the cap, or when P alone exceeds
+:data:`MAX_PARAMETERS`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ TASK_SHAPES = {"sin": (1, 1), "spirals": (2, 1), "circles": (2, 1)}
 #: The default cap on parameters × steps. Width 8192 at depth 1 (≈ 3·10⁴ parameters) may run the full 5000 steps;
 #: width 1024 at depth 4 (≈ 3·10⁶ parameters) about 100.
 DEFAULT_WORK_CAP = 3e8
+
+#: The largest network one run may build (its parameters, gradients and kernels must fit comfortably in memory).
+MAX_PARAMETERS = 20_000_000
 
 SPEC: dict[str, dict[str, Any]] = {
     "width": {"kind": "int", "min": 16, "max": 8192, "default": 32, "scale": "log2",
@@ -142,12 +146,16 @@ def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP) -> RunParams:
         raise ParamError(errors)
     params = RunParams(**values)
     cost = work(params)
+    d, o = TASK_SHAPES[params.task]
+    p = n_parameters(params.width, params.depth, d, o)
+    if p > MAX_PARAMETERS:
+        raise ParamError([{"param": "width", "message": (
+            f"width {params.width} at depth {params.depth} makes a network of {p:,} parameters, above the cap "
+            f"{MAX_PARAMETERS:,} for one run; choose a smaller width or depth")}])  # fmt: skip
     if cost > work_cap:
-        d, o = TASK_SHAPES[params.task]
-        p = n_parameters(params.width, params.depth, d, o)
         most = int(work_cap // p)
         hint = (
-            f"at most {most:,} steps at this width and depth, or a smaller width or depth"
+            f"at most {most:,} step{'s' if most != 1 else ''} at this width and depth, or a smaller width or depth"
             if most
             else ("a smaller width or depth")
         )
