@@ -1,0 +1,233 @@
+r"""``ntkit regimes``: train one MLP family across widths, parameterizations and lazy scales, and report.
+
+Every run trains the centered model α·(f − f0) (:func:`ntkit.regimes.lazy`; α = 1 is plain training of f − f0,
+so every run starts from the zero function) by full-batch gradient descent on ½·mean((f − y)²)/α², with the
+learning rates of its parameterization (:func:`ntkit.regimes.mup_param_groups`; standard: η/width, the largest
+rate that stays stable as the width grows). η is a fraction (``lr_fraction``) of the largest stable rate of the
+infinite-width NTK on the training set (``ntkit.predict.max_learning_rate``), the same for every run.
+
+The NTK prediction of a run is the closed form of discrete gradient descent with the analytic kernel
+(``ntkit.predict.gradient_descent_mse``): NTK parameterization, μP (whose NTK weighted by its learning rates has
+the NTK parameterization's limit at initialisation) and any α share Θ∞; standard uses its width-dependent
+analytic NTK divided by the width. ``ntk_gap`` = ‖f_T − f_T^NTK‖/‖f_T^NTK‖ on the test inputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ntkit.predict import gradient_descent_mse, max_learning_rate
+from ntkit.regimes.lazy import lazy
+from ntkit.regimes.parameterization import check_parameterization, mlp, mlp_spec, mup_param_groups
+from ntkit.regimes.tasks import Task, check_task, load_task
+from ntkit.regimes.tracker import KernelTracker
+
+DEFAULT_WIDTHS = (64, 256, 1024, 4096)
+DEFAULT_STEPS = {"sin": 500, "spirals": 1000, "digits": 300}
+W_STD, B_STD = 1.0, 1.0
+COLUMNS = ("task", "width", "parameterization", "alpha", "seed", "train_loss", "test_loss", "kernel_change",
+           "weight_change", "ntk_gap", "test_accuracy", "kernel_distance", "kernel_alignment_0", "kernel_alignment",
+           "relu_flips", "lr", "steps")  # fmt: skip
+
+
+def check_widths(widths) -> tuple[int, ...]:
+    try:
+        widths = tuple(widths)
+    except TypeError:
+        raise ValueError(f"widths must be a sequence of positive ints; got {widths!r}") from None
+    if not widths or any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1 for w in widths):
+        raise ValueError(f"widths must be a non-empty sequence of positive ints; got {widths!r}")
+    return tuple(sorted(set(int(w) for w in widths)))
+
+
+def check_alphas(alphas) -> tuple[float, ...]:
+    try:
+        alphas = tuple(float(a) for a in alphas)
+    except (TypeError, ValueError):
+        raise ValueError(f"alphas must be a sequence of numbers > 0; got {alphas!r}") from None
+    if not alphas or any(not math.isfinite(a) or a <= 0 for a in alphas):
+        raise ValueError(f"alphas must be a non-empty sequence of finite numbers > 0; got {alphas!r}")
+    return alphas
+
+
+def _effective_kernels(task: Task, width: int, parameterization: str, depth: int, cache: dict):
+    """Analytic train-train and test-train kernels that govern this run's function-space dynamics at rate η."""
+    key = ("standard", width) if parameterization == "standard" else ("ntk",)
+    if key not in cache:
+        spec = mlp_spec(width, task.y_train.shape[1], depth, "relu", W_STD, B_STD, key[0])
+        scale = 1.0 / width if key[0] == "standard" else 1.0  # standard trains at η/width
+        cache[key] = (spec.kernel(task.x_train).ntk * scale, spec.kernel(task.x_test, task.x_train).ntk * scale)
+    return cache[key]
+
+
+def base_learning_rate(task: Task, depth: int, lr_fraction: float) -> float:
+    k_tt = mlp_spec(1, task.y_train.shape[1], depth, "relu", W_STD, B_STD, "ntk").kernel(task.x_train).ntk
+    return lr_fraction * max_learning_rate(k_tt, task.y_train.numel())
+
+
+def train_one(task: Task, width: int, parameterization: str, alpha: float, seed: int, lr: float, steps: int,
+              depth: int = 1, snapshots: Sequence[int] = (), n_probe: int = 32) -> dict:  # fmt: skip
+    """Train one network; returns its row and the test outputs at the ``snapshots`` steps."""
+    dtype = task.x_train.dtype
+    model = lazy(mlp(task.x_train.shape[1], width, task.y_train.shape[1], depth, "relu", parameterization,
+                     W_STD, B_STD, seed=seed, dtype=dtype), alpha)  # fmt: skip
+    base = lr / width if parameterization == "standard" else lr
+    opt = torch.optim.SGD(mup_param_groups(model, base))
+    probe = slice(0, min(n_probe, len(task.x_train)))
+    tracker = KernelTracker(model, task.x_train[probe], every=[steps], y_probe=task.y_train[probe],
+                            keep_kernels=False)  # fmt: skip
+    outputs = {}
+    if 0 in snapshots:
+        with torch.no_grad():
+            outputs[0] = model(task.x_test)
+    diverged = False
+    for s in range(1, steps + 1):
+        loss = 0.5 * ((model(task.x_train) - task.y_train) ** 2).mean() * model.loss_scale
+        if not torch.isfinite(loss):
+            diverged = True
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tracker.step()
+        if s in snapshots:
+            with torch.no_grad():
+                outputs[s] = model(task.x_test)
+    with torch.no_grad():
+        f_train, f_test = model(task.x_train), model(task.x_test)
+    end = tracker.records[-1] if not diverged else {}
+    row = {
+        "task": task.name, "width": width, "parameterization": parameterization, "alpha": alpha, "seed": seed,
+        "train_loss": float(((f_train - task.y_train) ** 2).mean()) if not diverged else math.nan,
+        "test_loss": float(((f_test - task.y_test) ** 2).mean()) if not diverged else math.nan,
+        "kernel_change": end.get("kernel_change", math.nan), "weight_change": end.get("weight_change", math.nan),
+        "test_accuracy": task.accuracy(f_test, task.y_test) if task.classes and not diverged else math.nan,
+        "kernel_distance": end.get("kernel_distance", math.nan),
+        "kernel_alignment_0": tracker.records[0]["kernel_alignment"],
+        "kernel_alignment": end.get("kernel_alignment", math.nan), "relu_flips": end.get("relu_flips", math.nan),
+        "lr": base, "steps": steps,
+    }  # fmt: skip
+    return {"row": row, "outputs": outputs, "f_test": f_test}
+
+
+def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
+                parameterizations: Sequence[str] = ("ntk", "mup", "standard"), alphas: Sequence[float] = (1.0,),
+                seeds: int = 3, out: str | Path = "results/regimes", steps: int | None = None, depth: int = 1,
+                lr_fraction: float = 0.5, jacot: bool = True, progress: bool = True,
+                threads: int | None = 1) -> dict:  # fmt: skip
+    """Train every (width, parameterization, α, seed) and write the report folder.
+
+    Parameters
+    ----------
+    task:
+        "sin", "spirals" or "digits" (:mod:`ntkit.regimes.tasks`).
+    widths:
+        Hidden widths, positive ints.
+    parameterizations:
+        Any of "ntk", "mup", "standard".
+    alphas:
+        Lazy scales α > 0 (:func:`ntkit.regimes.lazy`).
+    seeds:
+        Initialisations per configuration (seeds 0 … seeds − 1).
+    out:
+        Report folder: ``results.csv``, ``kernel_change.png``, ``function_vs_ntk.png``, ``jacot_figure1.png``
+        and ``summary.md``.
+    steps:
+        Gradient-descent steps (default: 500 for sin, 1000 for spirals, 300 for digits).
+    depth:
+        Hidden layers of the MLP.
+    lr_fraction:
+        η as a fraction of the infinite-width NTK's largest stable rate.
+    jacot:
+        Also draw Jacot et al.'s figure 1 (Θ on the unit circle).
+    progress:
+        Show a tqdm progress bar.
+    threads:
+        torch's intra-op threads while it runs (restored afterwards); None leaves them. The default 1 is the
+        fastest for these small matrices on a shared machine, where more threads mostly wait on each other.
+
+    Returns
+    -------
+    dict
+        ``rows`` (list of dicts, the rows of results.csv), ``slopes`` ((parameterization, α) → fitted log-log
+        slope of the kernel change against width), ``ntk`` (the NTK prediction's test loss and accuracy) and
+        ``paths``.
+    """
+    check_task(task)
+    widths = check_widths(widths)
+    parameterizations = tuple(check_parameterization(p) for p in parameterizations)
+    if not parameterizations:
+        raise ValueError("parameterizations must name at least one of ('ntk', 'standard', 'mup')")
+    alphas = check_alphas(alphas)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive int; got {seeds!r}")
+    steps = DEFAULT_STEPS[task] if steps is None else steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_fraction, jacot, progress)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_fraction, jacot, progress) -> dict:
+    from tqdm.auto import tqdm
+
+    from ntkit.regimes import report
+
+    data = load_task(task)
+    lr = base_learning_rate(data, depth, lr_fraction)
+    snapshots = sorted({0, max(1, steps // 30), max(1, steps // 6), steps})
+    cache: dict = {}
+    rows, curves = [], {}
+    configs = [(w, p, a, s) for p in parameterizations for a in alphas for w in widths for s in range(seeds)]
+    bar = tqdm(configs, desc=f"regimes [{task}]", disable=not progress)
+    for w, p, a, s in bar:
+        bar.set_postfix_str(f"{p} width={w} α={a:g} seed={s}")
+        result = train_one(data, w, p, a, s, lr, steps, depth, snapshots)
+        k_tt, k_xt = _effective_kernels(data, w, p, depth, cache)
+        predict = gradient_descent_mse(k_tt, data.y_train, lr, discrete=True)
+        times = torch.tensor(snapshots, dtype=k_tt.dtype)
+        f_ntk = predict(times, 0.0, 0.0, k_xt)[1]  # (T, M, O): the centered model starts at 0
+        f_end = f_ntk[-1]
+        result["row"]["ntk_gap"] = float(torch.linalg.vector_norm(result["f_test"] - f_end)
+                                         / torch.linalg.vector_norm(f_end))  # fmt: skip
+        rows.append({c: result["row"][c] for c in COLUMNS})
+        if s == 0:
+            curves[(p, a, w)] = {"net": result["outputs"], "ntk": dict(zip(snapshots, f_ntk, strict=True))}
+    # the infinite-width NTK's own prediction at the end of training (NTK parameterization)
+    k_tt, k_xt = _effective_kernels(data, widths[0], "ntk", depth, cache)
+    f_inf = gradient_descent_mse(k_tt, data.y_train, lr, discrete=True)(float(steps), 0.0, 0.0, k_xt)[1]
+    ntk_ref = {"test_loss": float(((f_inf - data.y_test) ** 2).mean()),
+               "test_accuracy": data.accuracy(f_inf, data.y_test) if data.classes else math.nan}  # fmt: skip
+
+    paths = {"csv": out / "results.csv"}
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    slopes = report.fit_slopes(rows)
+    paths["kernel_change"] = report.plot_kernel_change(rows, slopes, out / "kernel_change.png")
+    paths["function_vs_ntk"] = report.plot_function_vs_ntk(data, curves, widths, out / "function_vs_ntk.png")
+    jacot_numbers = None
+    if jacot:
+        narrow, wide = widths[0], min(widths[-1], 1024)
+        jacot_numbers = report.jacot_figure((narrow, wide) if wide > narrow else (narrow,), min(seeds, 4) + 1,
+                                            out / "jacot_figure1.png", progress=progress)  # fmt: skip
+        paths["jacot"] = out / "jacot_figure1.png"
+    settings = {"task": task, "widths": widths, "parameterizations": parameterizations, "alphas": alphas,
+                "seeds": seeds, "steps": steps, "depth": depth, "lr": lr, "lr_fraction": lr_fraction,
+                "n_train": len(data.x_train), "n_test": len(data.x_test)}  # fmt: skip
+    paths["summary"] = report.write_summary(rows, slopes, ntk_ref, jacot_numbers, settings, out / "summary.md")
+    return {"rows": rows, "slopes": slopes, "ntk": ntk_ref, "jacot": jacot_numbers, "paths": paths}
