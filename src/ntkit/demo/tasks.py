@@ -45,11 +45,11 @@ class Task:
 
 
 def _two_spirals(n: int, generator: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points on two interleaved spiral arms (radius ≤ 1, 1.5 turns each), labels +1 and −1, small noise."""
+    """n points on two interleaved spiral arms (radius ≤ 1, one turn each), labels +1 and −1, small noise."""
     half = n // 2
     t = torch.rand(n, generator=generator, dtype=dtype)
     radius = 0.15 + 0.85 * t
-    angle = 3 * math.pi * t
+    angle = 2 * math.pi * t
     sign = torch.cat([torch.ones(half, dtype=dtype), -torch.ones(n - half, dtype=dtype)])
     x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1) * sign.unsqueeze(1)
     x = x + 0.03 * torch.randn(n, 2, generator=generator, dtype=dtype)

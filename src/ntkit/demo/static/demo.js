@@ -217,25 +217,28 @@ function finishRun(slot) {
   const run = state.slots[slot];
   state.running = null;
   state.controller = null;
+  updateButtons();
   if (run && run.end) {
     if (run.end.type === "done") {
-      $("status").textContent = `Run ${slot} finished. ${slot === "A" ? "Now try another width into run B." : ""}`;
       reveal(slot);
       const other = slot === "A" ? "B" : "A";
       if (!state.slots[other]) {
         document.querySelector(`input[name="slot"][value="${other}"]`).checked = true;
       }
       clearPredictions();
+      updateButtons();
+      $("status").textContent = `Run ${slot} finished: see how it went below.` +
+        (state.slots[other] ? "" : ` Now predict again and run another width into run ${other}.`);
     } else if (run.end.type === "error") {
       $("status").textContent = `Run ${slot} failed.`;
       showErrors([{ param: "server", message: run.end.message }]);
     } else {
-      $("status").textContent = `Run ${slot} stopped at step ${run.frames.length ? run.frames[run.frames.length - 1].step : 0}.`;
+      const step = run.frames.length ? run.frames[run.frames.length - 1].step : 0;
+      $("status").textContent = `Run ${slot} stopped at step ${step}.`;
     }
   }
   drawAll();
   renderCompare();
-  updateButtons();
 }
 
 async function stopRun() {
@@ -317,7 +320,7 @@ function buildPlotGrid() {
 function baseLayout(extra) {
   return Object.assign({
     margin: { l: 48, r: 10, t: 8, b: 38 },
-    height: 250,
+    height: window.innerWidth < 600 ? 290 : 260,
     font: { family: "system-ui, -apple-system, Segoe UI, sans-serif", size: 11 },
     paper_bgcolor: "rgba(0,0,0,0)",
     plot_bgcolor: "#fff",
@@ -399,10 +402,11 @@ function drawKernel(slot, run) {
     { x: steps, y: run.frames.map((f) => f.gap), name: "gap RMS(f − f_NTK)/RMS(y)", line: { color: COLORS.gap } },
   ];
   const th = run.init.thresholds;
-  const shapes = [
-    { type: "line", xref: "paper", x0: 0, x1: 1, y0: th.kernel, y1: th.kernel, line: { color: "#aaa", width: 1, dash: "dot" } },
-  ];
-  react(`plot-kernel-${slot}`, traces, baseLayout({ xaxis: { title: { text: "step t" }, range: [0, run.params.steps] }, yaxis: { rangemode: "tozero", tickformat: ".0%" }, shapes }), steps.length);
+  const line = (y, color) => ({ type: "line", xref: "paper", x0: 0, x1: 1, y0: y, y1: y, line: { color, width: 1, dash: "dot" } });
+  const note = (y, text, color) => ({ xref: "paper", x: 1, y, text, showarrow: false, xanchor: "right", yanchor: "bottom", font: { size: 9, color } });
+  const shapes = [line(th.kernel, COLORS.init), line(th.track, COLORS.gap)];
+  const annotations = [note(th.kernel, `kernel: "a little" below ${pct(th.kernel)}`, COLORS.init), note(th.track, `gap: "closely" below ${pct(th.track)}`, COLORS.gap)];
+  react(`plot-kernel-${slot}`, traces, baseLayout({ xaxis: { title: { text: "step t" }, range: [0, run.params.steps] }, yaxis: { rangemode: "tozero", tickformat: ".0%" }, shapes, annotations }), steps.length);
 }
 
 function drawSlice(slot, run) {
@@ -415,7 +419,8 @@ function drawSlice(slot, run) {
   if (f) traces.push({ x, y: f.kernel.slice, name: `network at t = ${f.step}`, line: { color: COLORS.net, width: 2 } });
   const x0 = task.x0[0];
   const shapes = [{ type: "line", x0, x1: x0, yref: "paper", y0: 0, y1: 1, line: { color: "#ccc", width: 1 } }];
-  react(`plot-slice-${slot}`, traces, baseLayout({ xaxis: { title: { text: `${task.slice_label}; x₀ = (${task.x0.join(", ")})` } }, yaxis: { title: { text: "Θ(x₀, ·)" } }, shapes }), f ? f.kernel.slice.length : 0);
+  const where = task.dims === 1 ? `x₀ = ${task.x0[0]}` : `x₀ = (${task.x0.join(", ")})`;
+  react(`plot-slice-${slot}`, traces, baseLayout({ xaxis: { title: { text: `${task.slice_label}; ${where}` } }, yaxis: { title: { text: "Θ(x₀, ·)" } }, shapes }), f ? f.kernel.slice.length : 0);
 }
 
 function drawSpectrum(slot, run) {
