@@ -372,15 +372,15 @@ function drawFunction(slot, run) {
   task.x_train.forEach((p, i) => (task.y_train[i] > 0 ? pos : neg).push(p));
   const traces = [];
   if (f) {
-    traces.push({ type: "heatmap", x: axis, y: axis, z: z(f.net.f), zmin: -1.5, zmax: 1.5, colorscale: "RdBu", reversescale: true, showscale: false, name: "network f", hoverinfo: "z" });
-    traces.push({ type: "contour", x: axis, y: axis, z: z(f.net.f), contours: { coloring: "none", start: 0, end: 0, size: 1 }, line: { color: COLORS.net, width: 2.5 }, name: "network: f = 0", showlegend: true, hoverinfo: "skip" });
-    traces.push({ type: "contour", x: axis, y: axis, z: z(f.ntk.f), contours: { coloring: "none", start: 0, end: 0, size: 1 }, line: { color: COLORS.ntk, width: 2.5, dash: "dash" }, name: "NTK prediction: f = 0", showlegend: true, hoverinfo: "skip" });
+    traces.push({ type: "heatmap", x: axis, y: axis, z: z(f.net.f), zmin: -1.5, zmax: 1.5, colorscale: "RdBu", reversescale: true, showscale: false, opacity: 0.55, name: "network f", hoverinfo: "z" });
+    traces.push({ type: "contour", x: axis, y: axis, z: z(f.net.f), contours: { coloring: "none", start: 0, end: 0, size: 1 }, line: { color: "#0b1f44", width: 3 }, name: "network: f = 0", showlegend: true, hoverinfo: "skip" });
+    traces.push({ type: "contour", x: axis, y: axis, z: z(f.ntk.f), contours: { coloring: "none", start: 0, end: 0, size: 1 }, line: { color: COLORS.ntk, width: 3, dash: "dash" }, name: "NTK prediction: f = 0", showlegend: true, hoverinfo: "skip" });
   }
   const xy = (pts) => ({ x: pts.map((p) => p[0]), y: pts.map((p) => p[1]) });
   traces.push({ ...xy(pos), mode: "markers", name: "+1", marker: { color: "#b2182b", size: 6, line: { color: "#fff", width: 1 } } });
   traces.push({ ...xy(neg), mode: "markers", name: "−1", marker: { color: "#2166ac", size: 6, line: { color: "#fff", width: 1 } } });
   const lim = [axis[0], axis[axis.length - 1]];
-  react(`plot-fn-${slot}`, traces, baseLayout({ xaxis: { range: lim, title: { text: "x₁" } }, yaxis: { range: lim, scaleanchor: "x", title: { text: "x₂" } } }), f ? f.net.f.length : 0);
+  react(`plot-fn-${slot}`, traces, baseLayout({ xaxis: { range: lim, constrain: "domain", zeroline: false, title: { text: "x₁" } }, yaxis: { range: lim, constrain: "domain", scaleanchor: "x", zeroline: false, title: { text: "x₂" } } }), f ? f.net.f.length : 0);
 }
 
 function drawLoss(slot, run) {
