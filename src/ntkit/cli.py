@@ -63,7 +63,11 @@ def _demo(args: argparse.Namespace) -> int:
             f"ntkit demo needs the demo extras ({exc}); install them with: pip install 'ntkit[demo]'", file=sys.stderr
         )
         return 1
-    serve(host=args.host, port=args.port)
+    try:
+        serve(host=args.host, port=args.port, threads=args.threads)
+    except ValueError as exc:
+        print(f"ntkit demo: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -140,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the interactive page: a network trains beside its NTK prediction")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
     demo.set_defaults(run=_demo)
 
     from ntkit.regimes.parameterization import PARAMETERIZATIONS

@@ -255,9 +255,20 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, work_cap: float = DEFAULT_WORK_CAP) -> None:
-    """Run the demo on uvicorn at http://host:port (127.0.0.1 by default: only this machine can reach it)."""
+def serve(host: str = "127.0.0.1", port: int = 8765, work_cap: float = DEFAULT_WORK_CAP, threads: int = 1) -> None:
+    """Run the demo on uvicorn at http://host:port (127.0.0.1 by default: only this machine can reach it).
+
+    ``threads`` sets torch's intra-op threads for the process. One thread per run is the default: the networks
+    are small, and on a busy or shared machine a single thread trains them several times faster than a pool that
+    has to wait for its cores (a width-8192 step on 40 points: 3 ms against 20 ms on two busy cores).
+    """
+    import torch
     import uvicorn
 
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be in [1, 65535]; got {port}")
+    if threads < 1:
+        raise ValueError(f"threads must be ≥ 1; got {threads}")
+    torch.set_num_threads(threads)
     print(f"ntkit demo: open http://{host}:{port}/ in a browser (Ctrl-C stops the server)", flush=True)
     uvicorn.run(create_app(work_cap=work_cap), host=host, port=port, log_level="warning")
