@@ -103,9 +103,9 @@ def centered_alignment(k: torch.Tensor, y: torch.Tensor) -> float:
         raise ValueError(f"k must be a square kernel matrix (N, N); got shape {tuple(k.shape)}")
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"y must be a torch.Tensor; got {type(y).__name__}")
-    y = y.reshape(y.shape[0], -1) if y.ndim else y
-    if y.ndim != 2 or y.shape[0] != k.shape[0]:
+    if y.ndim == 0 or y.shape[0] != k.shape[0]:
         raise ValueError(f"y must have one row per kernel row ({k.shape[0]}); got shape {tuple(y.shape)}")
+    y = y.reshape(y.shape[0], -1)
     y = y.to(k.dtype)
     kc = k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
     yc = y - y.mean(0, keepdim=True)  # H y yᵀ H = (Hy)(Hy)ᵀ
