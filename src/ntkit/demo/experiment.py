@@ -160,7 +160,11 @@ class Experiment:
             f0_eval = self._forward(self.x_eval)
 
         k_train, k_eval = self.limit_kernel(x), self.limit_kernel(self.x_eval, x)
-        self.kernel_source = {"id": "analytic", "label": KERNEL_LABELS[p.parameterization].format(n=p.width)}
+        label = KERNEL_LABELS[p.parameterization].format(n=p.width)
+        if p.alpha is not None:
+            label += (f"; with the lazy scale α = {p.alpha:g} the trained model α·(f − f₀) starts from 0 and its "
+                      "kernel α²Θ, times the loss's 1/α², is Θ again")  # fmt: skip
+        self.kernel_source = {"id": "analytic", "label": label}
         self.max_learning_rate = max_learning_rate(k_train, y.numel())
         if p.learning_rate >= self.max_learning_rate:
             raise ParamError([{"param": "learning_rate", "message": (
