@@ -77,7 +77,8 @@ def centered_alignment(k: torch.Tensor, y: torch.Tensor) -> float:
     """Centered kernel-target alignment A(K, yyᵀ) = ⟨K_c, (yyᵀ)_c⟩_F / (‖K_c‖_F ‖(yyᵀ)_c‖_F).
 
     K_c = HKH with H = I − 11ᵀ/N removes the mean, so a constant offset in the kernel or the targets does not
-    count (Cortes et al., JMLR 2012). Feature learning typically raises it: the kernel turns towards the task.
+    count (Cortes et al., JMLR 2012). In the lazy regime it stays at its value at initialisation; when features
+    are learned it moves (towards the task, as often reported, or away from it).
 
     Parameters
     ----------
