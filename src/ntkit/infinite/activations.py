@@ -29,13 +29,16 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
                \big(\sin\theta + (\pi - \theta)\cos\theta\big), \qquad
                E[\mathrm{relu}'(u)\mathrm{relu}'(v)] = \frac{\pi - \theta}{2\pi}.
 
-    The cosine is clipped to [−1, 1] only to undo rounding; inputs are broadcast together.
+    The cosine is clipped to [−1, 1] only to undo rounding; inputs are broadcast together. Every step after the
+    first products works in place on fresh tensors (four full-size allocations in all), with the same
+    floating-point operations in the same order as the formulas above.
     """
-    norm = torch.sqrt(cov11 * cov22)
-    cos = (cov12 / norm).clamp(-1.0, 1.0)
-    theta = torch.arccos(cos)
-    k1 = norm / (2 * math.pi) * (torch.sqrt(1 - cos**2) + (math.pi - theta) * cos)
-    k0 = (math.pi - theta) / (2 * math.pi)
+    norm = torch.mul(cov11, cov22).sqrt_()
+    cos = torch.div(cov12, norm).clamp_(-1.0, 1.0)
+    pi_minus_theta = torch.arccos(cos).neg_().add_(math.pi)
+    sin = torch.mul(cos, cos).neg_().add_(1.0).sqrt_()
+    k1 = norm.div_(2 * math.pi).mul_(sin.add_(cos.mul_(pi_minus_theta)))
+    k0 = pi_minus_theta.div_(2 * math.pi)
     return k1, k0
 
 
@@ -169,10 +172,23 @@ class Activation(Layer):
         nngp, k_dot = self.kernels(left.unsqueeze(1), k.nngp, right.unsqueeze(0))
         var1 = self.kernels(*_self_pair(v1, k.var1, s))[0]
         var2 = None if k.var2 is None else self.kernels(*_self_pair(v2, k.var2, s))[0]
-        return k.replace(nngp=nngp, ntk=k.ntk * k_dot, var1=var1, var2=var2, is_gaussian=False)
+        if _is_fresh(k_dot, k):
+            ntk = k_dot.mul_(k.ntk)  # reuse k_dot's memory
+        else:
+            ntk = k.ntk * k_dot
+        return k.replace(nngp=nngp, ntk=ntk, var1=var1, var2=var2, is_gaussian=False)
 
     def make_module(self, in_shape, generator) -> nn.Module:
         return ElementwiseModule(self.function, self.name)
+
+
+def _is_fresh(t: torch.Tensor, k: Kernel) -> bool:
+    """True when ``t`` is a contiguous tensor of the NTK's shape and dtype that shares no memory with ``k``, so
+    that it may be overwritten (a user's ``kernels`` could return one of its inputs)."""
+    if t.shape != k.ntk.shape or t.dtype != k.ntk.dtype or not t.is_contiguous():
+        return False
+    mine = t.untyped_storage().data_ptr()
+    return all(x is None or x.untyped_storage().data_ptr() != mine for x in (k.nngp, k.ntk, k.var1, k.var2))
 
 
 def _self_pair(v: torch.Tensor, cov: torch.Tensor, spatial: int):

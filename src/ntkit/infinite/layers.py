@@ -38,7 +38,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ntkit.infinite.kernel import Kernel, input_kernel, pair_variances, spatial_diagonal
+from ntkit.infinite.blocked import blocked_kernel
+from ntkit.infinite.kernel import Kernel, pair_variances, spatial_diagonal
 from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
 
 PARAMETERIZATIONS = ("ntk", "standard", "mup")
@@ -81,16 +82,20 @@ class Layer:
 
     # --- the public faces -------------------------------------------------------------------------------------
 
-    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None) -> Kernel:
+    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *, batch_size: int | None = None) -> Kernel:
         """The infinite-width NNGP and NTK between x1 and x2 (x2=None: x1 with itself).
 
         Returns a :class:`Kernel`; ``.nngp`` and ``.ntk`` are (N1, N2) tensors with the dtype and device of x1
         once the architecture has reduced its spatial axes (Flatten, GlobalAvgPool), else (N1, N2, *pair axes).
-        When x2 is None both are exactly symmetric.
+        When x2 is None both are exactly symmetric, and only about half of the blocks are computed.
+
+        ``batch_size`` is the number of examples per side of the blocks that are carried through the whole
+        network at once (``ntkit.infinite.blocked``); None picks a few MiB per block. It changes memory and
+        speed, not the result.
         """
         _check_inputs(x1, x2)
         self.out_shape(tuple(x1.shape[1:]))
-        k = self.transform(input_kernel(x1, x2))
+        k = blocked_kernel(self.transform, x1, x2, batch_size)
         if x2 is None:  # mirror so that K(x_a, x_b) = K(x_b, x_a) bit for bit
             k = k.replace(nngp=_symmetrize(k.nngp, k.spatial_dims), ntk=_symmetrize(k.ntk, k.spatial_dims))
         return k
@@ -217,9 +222,11 @@ class _Affine(Layer):
             )
         b2 = (self.b_std or 0.0) ** 2
         w2 = self.W_std**2
-        nngp = w2 * window_mean(k.nngp) + b2
+        mean = window_mean(k.nngp)
+        # in place when the window mean made a new tensor (convolutions); Linear's is the input itself
+        nngp = (mean.mul_(w2) if mean is not k.nngp else w2 * mean).add_(b2)
         if self.parameterization == "ntk":
-            ntk = nngp + w2 * window_mean(k.ntk)
+            ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
         else:
             ntk = fan_in * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
         var1 = w2 * window_mean(k.var1) + b2
@@ -340,6 +347,8 @@ class _Conv(_Affine):
 
         K'[p, p'] = (1/k) Σ_i K_padded[s·p + i, s·p' + i]: the same filter offset i on both sides.
         """
+        if self.padding != "circular" and all(s == 1 for s in self.stride):
+            return _window_mean_stride1(t, self.kernel_size, self.padding)
         for d in range(self.spatial):
             axis = t.ndim - 2 * (self.spatial - d)  # first axis of this dimension's pair
             t = _window_mean_1d(t, axis, self.kernel_size[d], self.stride[d], self.padding)
@@ -360,6 +369,39 @@ def _tuple(value, n: int, name: str) -> tuple[int, ...]:
     if len(values) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
         raise ValueError(f"{name} must be a positive int or {n} positive ints; got {value!r}")
     return values
+
+
+def _window_mean_stride1(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str) -> torch.Tensor:
+    """The window mean of a stride-1 convolution with zero padding ("same" or "valid"), by shifted in-place sums.
+
+    Along each pair of axes (p, p') of size L, with offsets o ∈ [−lo, hi] (lo = ⌊(k−1)/2⌋, hi = k−1−lo for
+    "same", as torch pads; o ∈ [0, k−1] and output size L−k+1 for "valid"),
+
+        S[p, p'] = Σ_o K[p + o, p' + o]       (terms whose positions fall in the zero padding are 0),
+
+    so each offset is one ``add_`` of a shifted view into the running sum: no padded copy, no transposes, one
+    new tensor per spatial dimension. The means' 1/Π k is applied once at the end.
+    """
+    spatial = len(kernel_size)
+    for d, k in enumerate(kernel_size):
+        axis = t.ndim - 2 * (spatial - d)
+        size = t.shape[axis]
+        if padding == "same":
+            lo = (k - 1) // 2
+            out = t.clone(memory_format=torch.contiguous_format)  # offset 0
+            for o in range(-lo, k - lo):
+                n = size - abs(o)
+                if o == 0 or n <= 0:
+                    continue
+                dst, src = max(0, -o), max(0, o)
+                out.narrow(axis, dst, n).narrow(axis + 1, dst, n).add_(t.narrow(axis, src, n).narrow(axis + 1, src, n))
+        else:
+            n = size - k + 1
+            out = t.narrow(axis, 0, n).narrow(axis + 1, 0, n).clone(memory_format=torch.contiguous_format)
+            for o in range(1, k):
+                out.add_(t.narrow(axis, o, n).narrow(axis + 1, o, n))
+        t = out
+    return t.div_(math.prod(kernel_size))
 
 
 def _window_mean_1d(t: torch.Tensor, axis: int, k: int, stride: int, padding: str) -> torch.Tensor:
@@ -419,6 +461,8 @@ class _AvgPool(Layer):
         shape = self.out_shape(k.shape)
 
         def pool(t: torch.Tensor) -> torch.Tensor:
+            if self.stride == self.kernel_size:
+                return _pool_tiles(t, self.kernel_size)
             for d in range(self.spatial):
                 axis = t.ndim - 2 * (self.spatial - d)
                 a = _pooling_matrix(k.shape[1 + d], self.kernel_size[d], self.stride[d], t)
@@ -431,6 +475,22 @@ class _AvgPool(Layer):
     def make_module(self, in_shape, generator):
         cls = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[self.spatial]
         return cls(self.kernel_size, stride=self.stride)
+
+
+def _pool_tiles(t: torch.Tensor, kernel_size: tuple[int, ...]) -> torch.Tensor:
+    """A·K·Aᵀ for non-overlapping windows (stride = kernel size): K'[P, P'] = mean_{i, j} K[kP + i, kP' + j] is
+    the mean over the (k × k) tile of position pairs, so each pair axis of size L is cut to ⌊L/k⌋·k, viewed as
+    (⌊L/k⌋, k), and all the tile axes are averaged in one reduction."""
+    spatial = len(kernel_size)
+    lead = t.ndim - 2 * spatial
+    shape = list(t.shape[:lead])
+    for d, k in enumerate(kernel_size):
+        axis = lead + 2 * d
+        out = t.shape[axis] // k
+        t = t.narrow(axis, 0, out * k).narrow(axis + 1, 0, out * k)
+        shape += [out, k, out, k]
+    dims = tuple(lead + 4 * d + j for d in range(spatial) for j in (1, 3))
+    return t.reshape(shape).mean(dim=dims)
 
 
 def _pooling_matrix(size: int, k: int, stride: int, like: torch.Tensor) -> torch.Tensor:
