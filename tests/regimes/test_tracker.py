@@ -172,3 +172,9 @@ def test_the_run_is_not_trivial(run):
     """Every compared number is away from its value at initialisation, so agreement is not 0 = 0."""
     rec = run["tracker"].records[-1]
     assert rec["relu_flips"] > 0 and rec["linear_gap"] > 1e-6 and rec["kernel_distance"] > 1e-8
+
+
+def test_constant_targets_leave_the_alignment_undefined():
+    model = regimes.mlp(3, 8, 1, dtype=torch.float64)
+    tracker = regimes.KernelTracker(model, torch.randn(4, 3, dtype=torch.float64), y_probe=torch.ones(4, 1))
+    assert math.isnan(tracker.records[0]["kernel_alignment"]) and tracker.records[0]["probe_loss"] >= 0

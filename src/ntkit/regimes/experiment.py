@@ -79,7 +79,8 @@ def train_one(task: Task, width: int, parameterization: str, alpha: float, seed:
                      W_STD, B_STD, seed=seed, dtype=dtype), alpha)  # fmt: skip
     base = lr / width if parameterization == "standard" else lr
     opt = torch.optim.SGD(mup_param_groups(model, base))
-    probe = slice(0, min(n_probe, len(task.x_train)))
+    n = len(task.x_train)
+    probe = torch.linspace(0, n - 1, min(n_probe, n)).round().long()  # spread over the set (classes are blocks)
     tracker = KernelTracker(model, task.x_train[probe], every=[steps], y_probe=task.y_train[probe],
                             keep_kernels=False)  # fmt: skip
     outputs = {}

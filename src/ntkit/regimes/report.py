@@ -222,9 +222,12 @@ def write_summary(rows, slopes, ntk_ref, jacot_numbers, settings, path: Path) ->
         w_lo, w_hi = min(r["width"] for r in rs), max(r["width"] for r in rs)
         lo = np.mean([r["kernel_change"] for r in rs if r["width"] == w_lo])
         hi = np.mean([r["kernel_change"] for r in rs if r["width"] == w_hi])
-        verdict = ("it vanishes with width: the lazy (kernel) regime" if s < -0.25
-                   else "it does not vanish with width: features are learned" if s > -0.15
-                   else "it falls slowly with width")  # fmt: skip
+        if hi < 0.05:
+            verdict = "under 5% at the widest width: the lazy (kernel) regime"
+        elif s > -0.15:
+            verdict = "order one at every width: features are learned"
+        else:
+            verdict = "large, but it falls with width"
         lines.append(f"- **{_label(p, a)}**: the kernel moves by {_fmt(lo)} at width {w_lo} and {_fmt(hi)} at width "
                      f"{w_hi} (×{_fmt(hi / lo) if lo > 0 else '–'}); log-log slope {s:+.2f}: {verdict}.")  # fmt: skip
     ntk_rows = [r for r in rows if r["parameterization"] == "ntk" and r["alpha"] == 1]

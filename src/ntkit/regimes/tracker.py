@@ -222,7 +222,12 @@ class KernelTracker:
         rec: dict = {"step": self.t}
         rec["kernel_change"] = relative_change(self.kernel0, kernel)
         rec["kernel_distance"] = kernel_distance(self.kernel0, kernel)
-        rec["kernel_alignment"] = math.nan if self.y_probe is None else centered_alignment(kernel, self.y_probe)
+        rec["kernel_alignment"] = math.nan
+        if self.y_probe is not None:
+            try:
+                rec["kernel_alignment"] = centered_alignment(kernel, self.y_probe)
+            except ValueError:  # constant targets on the probe set: the alignment is undefined
+                pass
         with torch.no_grad():
             num = sum(float(((p - self._theta0[n]) ** 2).sum()) for n, p in self._params.items())
             den = sum(float((p0**2).sum()) for p0 in self._theta0.values())
