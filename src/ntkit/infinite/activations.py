@@ -29,15 +29,16 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
                \big(\sin\theta + (\pi - \theta)\cos\theta\big), \qquad
                E[\mathrm{relu}'(u)\mathrm{relu}'(v)] = \frac{\pi - \theta}{2\pi}.
 
-    The cosine is clipped to [−1, 1] only to undo rounding; inputs are broadcast together. Every step after the
-    first products works in place on fresh tensors (four full-size allocations in all), with the same
-    floating-point operations in the same order as the formulas above.
+    The cosine is clipped to [−1, 1] only to undo rounding; inputs are broadcast together. Written for the
+    memory traffic: four full-size tensors in all and every later step in place, with sin θ = √(1 − cos²θ) and
+    sin θ + (π − θ) cos θ each one fused multiply-add pass (``addcmul``). On the diagonal (cos θ = 1 exactly)
+    every step is exact, as in the plain formulas.
     """
     norm = torch.mul(cov11, cov22).sqrt_()
     cos = torch.div(cov12, norm).clamp_(-1.0, 1.0)
     pi_minus_theta = torch.arccos(cos).neg_().add_(math.pi)
-    sin = torch.mul(cos, cos).neg_().add_(1.0).sqrt_()
-    k1 = norm.div_(2 * math.pi).mul_(sin.add_(cos.mul_(pi_minus_theta)))
+    bracket = torch.addcmul(norm.new_ones(()), cos, cos, value=-1.0).sqrt_().addcmul_(cos, pi_minus_theta)
+    k1 = norm.div_(2 * math.pi).mul_(bracket)
     k0 = pi_minus_theta.div_(2 * math.pi)
     return k1, k0
 
