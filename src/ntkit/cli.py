@@ -117,7 +117,8 @@ def _regimes(args: argparse.Namespace) -> int:
     )
     result = run_regimes(task=args.task, widths=args.widths, parameterizations=args.parameterizations,
                          alphas=args.alphas, seeds=args.seeds, out=out, steps=args.steps, depth=args.depth,
-                         lr_fraction=args.lr_fraction, jacot=not args.no_jacot, threads=args.threads)  # fmt: skip
+                         lr_fraction=args.lr_fraction, jacot=not args.no_jacot, threads=args.threads,
+                         b_std=args.b_std)  # fmt: skip
     for (p, a), slope in result["slopes"].items():
         print(f"  kernel change ∝ width^{slope:+.2f}  ({p}, α={a:g})")
     print(f"report: {result['paths']['summary'].resolve()}")
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.5,
         help="learning rate as a fraction of the infinite-width NTK's largest stable rate",
     )
+    regimes.add_argument("--b-std", type=float, default=None, help="bias scale (default: 1, digits 0.1)")
     regimes.add_argument("--threads", type=_positive("--threads"), default=1, help="torch threads")
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")

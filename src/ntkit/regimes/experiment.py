@@ -30,7 +30,10 @@ from ntkit.regimes.tracker import KernelTracker
 
 DEFAULT_WIDTHS = (64, 256, 1024, 4096)
 DEFAULT_STEPS = {"sin": 500, "spirals": 1000, "digits": 300}
-W_STD, B_STD = 1.0, 1.0
+W_STD = 1.0
+#: bias scale per task: sin needs the ReLU kinks spread over [−1, 1] (b_std = 1, as in `ntkit example`); on
+#: digits b_std = 1 puts a constant mode 300× above the rest of the kernel, which caps the learning rate
+B_STD = {"sin": 1.0, "spirals": 1.0, "digits": 0.1}
 COLUMNS = ("task", "width", "parameterization", "alpha", "seed", "train_loss", "test_loss", "kernel_change",
            "weight_change", "ntk_gap", "test_accuracy", "kernel_distance", "kernel_alignment_0", "kernel_alignment",
            "relu_flips", "lr", "steps")  # fmt: skip
@@ -56,27 +59,30 @@ def check_alphas(alphas) -> tuple[float, ...]:
     return alphas
 
 
-def _effective_kernels(task: Task, width: int, parameterization: str, depth: int, cache: dict):
+def _effective_kernels(task: Task, width: int, parameterization: str, depth: int, cache: dict, b_std: float):
     """Analytic train-train and test-train kernels that govern this run's function-space dynamics at rate η."""
     key = ("standard", width) if parameterization == "standard" else ("ntk",)
     if key not in cache:
-        spec = mlp_spec(width, task.y_train.shape[1], depth, "relu", W_STD, B_STD, key[0])
+        spec = mlp_spec(width, task.y_train.shape[1], depth, "relu", W_STD, b_std, key[0])
         scale = 1.0 / width if key[0] == "standard" else 1.0  # standard trains at η/width
         cache[key] = (spec.kernel(task.x_train).ntk * scale, spec.kernel(task.x_test, task.x_train).ntk * scale)
     return cache[key]
 
 
-def base_learning_rate(task: Task, depth: int, lr_fraction: float) -> float:
-    k_tt = mlp_spec(1, task.y_train.shape[1], depth, "relu", W_STD, B_STD, "ntk").kernel(task.x_train).ntk
+def base_learning_rate(task: Task, depth: int, lr_fraction: float, b_std: float | None = None) -> float:
+    b_std = B_STD[task.name] if b_std is None else b_std
+    k_tt = mlp_spec(1, task.y_train.shape[1], depth, "relu", W_STD, b_std, "ntk").kernel(task.x_train).ntk
     return lr_fraction * max_learning_rate(k_tt, task.y_train.numel())
 
 
 def train_one(task: Task, width: int, parameterization: str, alpha: float, seed: int, lr: float, steps: int,
-              depth: int = 1, snapshots: Sequence[int] = (), n_probe: int = 32) -> dict:  # fmt: skip
+              depth: int = 1, snapshots: Sequence[int] = (), n_probe: int = 32,
+              b_std: float | None = None) -> dict:  # fmt: skip
     """Train one network; returns its row and the test outputs at the ``snapshots`` steps."""
+    b_std = B_STD[task.name] if b_std is None else b_std
     dtype = task.x_train.dtype
     model = lazy(mlp(task.x_train.shape[1], width, task.y_train.shape[1], depth, "relu", parameterization,
-                     W_STD, B_STD, seed=seed, dtype=dtype), alpha)  # fmt: skip
+                     W_STD, b_std, seed=seed, dtype=dtype), alpha)  # fmt: skip
     base = lr / width if parameterization == "standard" else lr
     opt = torch.optim.SGD(mup_param_groups(model, base))
     n = len(task.x_train)
@@ -121,7 +127,7 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
                 parameterizations: Sequence[str] = ("ntk", "mup", "standard"), alphas: Sequence[float] = (1.0,),
                 seeds: int = 3, out: str | Path = "results/regimes", steps: int | None = None, depth: int = 1,
                 lr_fraction: float = 0.5, jacot: bool = True, progress: bool = True,
-                threads: int | None = 1) -> dict:  # fmt: skip
+                threads: int | None = 1, b_std: float | None = None) -> dict:  # fmt: skip
     """Train every (width, parameterization, α, seed) and write the report folder.
 
     Parameters
@@ -149,6 +155,8 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
         Also draw Jacot et al.'s figure 1 (Θ on the unit circle).
     progress:
         Show a tqdm progress bar.
+    b_std:
+        Bias scale of every layer; None: 1 for sin and spirals, 0.1 for digits (``B_STD``).
     threads:
         torch's intra-op threads while it runs (restored afterwards); None leaves them. The default 1 is the
         fastest for these small matrices on a shared machine, where more threads mostly wait on each other.
@@ -177,18 +185,31 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_fraction, jacot, progress)
+        return _run(
+            task,
+            widths,
+            parameterizations,
+            alphas,
+            seeds,
+            out,
+            steps,
+            depth,
+            lr_fraction,
+            jacot,
+            progress,
+            B_STD[task] if b_std is None else float(b_std),
+        )
     finally:
         torch.set_num_threads(saved_threads)
 
 
-def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_fraction, jacot, progress) -> dict:
+def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_fraction, jacot, progress, b_std):
     from tqdm.auto import tqdm
 
     from ntkit.regimes import report
 
     data = load_task(task)
-    lr = base_learning_rate(data, depth, lr_fraction)
+    lr = base_learning_rate(data, depth, lr_fraction, b_std)
     snapshots = sorted({0, max(1, steps // 30), max(1, steps // 6), steps})
     cache: dict = {}
     rows, curves = [], {}
@@ -196,8 +217,8 @@ def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_f
     bar = tqdm(configs, desc=f"regimes [{task}]", disable=not progress)
     for w, p, a, s in bar:
         bar.set_postfix_str(f"{p} width={w} α={a:g} seed={s}")
-        result = train_one(data, w, p, a, s, lr, steps, depth, snapshots)
-        k_tt, k_xt = _effective_kernels(data, w, p, depth, cache)
+        result = train_one(data, w, p, a, s, lr, steps, depth, snapshots, b_std=b_std)
+        k_tt, k_xt = _effective_kernels(data, w, p, depth, cache, b_std)
         predict = gradient_descent_mse(k_tt, data.y_train, lr, discrete=True)
         times = torch.tensor(snapshots, dtype=k_tt.dtype)
         f_ntk = predict(times, 0.0, 0.0, k_xt)[1]  # (T, M, O): the centered model starts at 0
@@ -208,7 +229,7 @@ def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_f
         if s == 0:
             curves[(p, a, w)] = {"net": result["outputs"], "ntk": dict(zip(snapshots, f_ntk, strict=True))}
     # the infinite-width NTK's own prediction at the end of training (NTK parameterization)
-    k_tt, k_xt = _effective_kernels(data, widths[0], "ntk", depth, cache)
+    k_tt, k_xt = _effective_kernels(data, widths[0], "ntk", depth, cache, b_std)
     f_inf = gradient_descent_mse(k_tt, data.y_train, lr, discrete=True)(float(steps), 0.0, 0.0, k_xt)[1]
     ntk_ref = {"test_loss": float(((f_inf - data.y_test) ** 2).mean()),
                "test_accuracy": data.accuracy(f_inf, data.y_test) if data.classes else math.nan}  # fmt: skip
@@ -228,7 +249,7 @@ def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_f
                                             out / "jacot_figure1.png", progress=progress)  # fmt: skip
         paths["jacot"] = out / "jacot_figure1.png"
     settings = {"task": task, "widths": widths, "parameterizations": parameterizations, "alphas": alphas,
-                "seeds": seeds, "steps": steps, "depth": depth, "lr": lr, "lr_fraction": lr_fraction,
+                "seeds": seeds, "steps": steps, "depth": depth, "lr": lr, "lr_fraction": lr_fraction, "b_std": b_std,
                 "n_train": len(data.x_train), "n_test": len(data.x_test)}  # fmt: skip
     paths["summary"] = report.write_summary(rows, slopes, ntk_ref, jacot_numbers, settings, out / "summary.md")
     return {"rows": rows, "slopes": slopes, "ntk": ntk_ref, "jacot": jacot_numbers, "paths": paths}

@@ -211,7 +211,8 @@ def write_summary(rows, slopes, ntk_ref, jacot_numbers, settings, path: Path) ->
     """The markdown summary: settings, what the numbers show, and the table of means over seeds."""
     lines = [f"# Lazy training against feature learning: `{settings['task']}`", ""]
     widths = ", ".join(map(str, settings["widths"]))
-    lines.append(f"MLP with {settings['depth']} hidden ReLU layer(s), widths {widths}; "
+    lines.append(f"MLP with {settings['depth']} hidden ReLU layer(s) (W_std = 1, b_std = {settings['b_std']:g}), "
+                 f"widths {widths}; "
                  f"{settings['seeds']} seed(s) each; {settings['steps']} steps of full-batch gradient descent at "
                  f"η = {settings['lr']:.4g} ({settings['lr_fraction']:g} × the NTK's largest stable rate; μP: η·n "
                  f"per tensor, standard: η/n); {settings['n_train']} training and {settings['n_test']} test "
