@@ -178,3 +178,24 @@ def test_constant_targets_leave_the_alignment_undefined():
     model = regimes.mlp(3, 8, 1, dtype=torch.float64)
     tracker = regimes.KernelTracker(model, torch.randn(4, 3, dtype=torch.float64), y_probe=torch.ones(4, 1))
     assert math.isnan(tracker.records[0]["kernel_alignment"]) and tracker.records[0]["probe_loss"] >= 0
+
+
+def test_relu_flips_of_a_lazy_model_count_only_the_trained_copy():
+    """The frozen reference inside lazy() never flips; counting it would halve the fraction."""
+    x = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = torch.sin(x[:, :1])
+    model = regimes.lazy(regimes.mlp(2, 16, 1, seed=2, dtype=torch.float64), 1.0)
+    pre0 = (x @ (model.model[0].weight * model.model[0].weight_multiplier).T + model.model[0].bias
+            * model.model[0].bias_multiplier).detach()  # fmt: skip
+    tracker = regimes.KernelTracker(model, x, every=[4])
+    opt = torch.optim.SGD(model.parameters(), lr=2.0)
+    for _ in range(4):
+        loss = mse(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        tracker.step()
+    pre = (x @ (model.model[0].weight * model.model[0].weight_multiplier).T + model.model[0].bias
+           * model.model[0].bias_multiplier).detach()  # fmt: skip
+    expected = float(((pre > 0) != (pre0 > 0)).double().mean())
+    assert expected > 0 and tracker.records[-1]["relu_flips"] == pytest.approx(expected, abs=0)

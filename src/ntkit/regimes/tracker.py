@@ -47,6 +47,17 @@ def _is_relu(module: nn.Module) -> bool:
     )
 
 
+def _trained_relus(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """ReLU modules outside frozen submodules (e.g. the reference copy inside ``regimes.lazy``): a submodule
+    whose parameters all have requires_grad=False computes the same pattern at every step."""
+    frozen = [
+        name + "."
+        for name, m in model.named_modules()
+        if name and any(True for _ in m.parameters()) and not any(p.requires_grad for p in m.parameters())
+    ]
+    return [(n, m) for n, m in model.named_modules() if _is_relu(m) and not any(n.startswith(f) for f in frozen)]
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
@@ -119,7 +130,7 @@ class KernelTracker:
         self.kernels: dict[int, torch.Tensor] = {}
         self._theta0 = {n: p.detach().clone() for n, p in self._params.items()}
         self._groups = self._module_groups()
-        self._relus = [(n, m) for n, m in model.named_modules() if _is_relu(m)]
+        self._relus = _trained_relus(model)
         self._masks0 = None
         self._f0 = None
         self.linear = None
