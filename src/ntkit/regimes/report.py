@@ -241,12 +241,11 @@ def write_summary(rows, slopes, ntk_ref, jacot_numbers, settings, path: Path) ->
         )
     mup_rows = [r for r in rows if r["parameterization"] == "mup" and r["alpha"] == 1]
     if mup_rows:
-        w_hi = max(r["width"] for r in mup_rows)
-        gap = np.mean([r["ntk_gap"] for r in mup_rows if r["width"] == w_hi])
-        lines.append(
-            f"- μP at width {w_hi} ends {_fmt(gap)} away (relative) from the NTK prediction: it does not "
-            "converge to the kernel regime."
-        )
+        ws = sorted({r["width"] for r in mup_rows})
+        gaps = [np.mean([r["ntk_gap"] for r in mup_rows if r["width"] == w]) for w in ws]
+        trend = "it shrinks with width" if gaps[-1] < 0.5 * gaps[0] else "it does not shrink with width"
+        lines.append(f"- μP's distance to the NTK prediction goes {' → '.join(_fmt(g) for g in gaps)} over the same "
+                     f"widths: {trend}.")  # fmt: skip
     if any(a != 1 for _, a in slopes):
         for p in dict.fromkeys(p for p, _ in slopes):
             pts = sorted({r["alpha"] for r in rows if r["parameterization"] == p})
