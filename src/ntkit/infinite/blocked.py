@@ -107,20 +107,26 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
             out["var2"][b0:b1] = k.var2
         return k
 
-    last = run(blocks[0])
-    workers = min(torch.get_num_threads(), len(blocks) - 1) if x1.device.type == "cpu" else 1
-    if workers > 1:
+    if x1.device.type != "cpu":
+        for block in blocks:
+            last = run(block)
+    else:
         # Blocks in parallel, one thread each, every torch op inside single-threaded: no barrier per operation
-        # (which costs milliseconds on a busy machine) and each worker's block stays in its own core's cache.
+        # (which costs milliseconds when the cores are shared with other processes, more than a whole op on a
+        # block) and each worker's block stays in its own core's cache. The first block runs alone: it allocates
+        # the outputs.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(workers) as pool:
-                for k in pool.map(run, blocks[1:]):
-                    last = k
+            last = run(blocks[0])
+            workers = min(threads, len(blocks) - 1)
+            if workers > 1:
+                with ThreadPoolExecutor(workers) as pool:
+                    for k in pool.map(run, blocks[1:]):
+                        last = k
+            else:
+                for block in blocks[1:]:
+                    last = run(block)
         finally:
             torch.set_num_threads(threads)
-    else:
-        for block in blocks[1:]:
-            last = run(block)
     return Kernel(out["nngp"], out["ntk"], out["var1"], out["var2"], last.shape, is_gaussian=last.is_gaussian)
