@@ -211,7 +211,9 @@ class _Affine(Layer):
         role = "only" if first and last else "input" if first else "output" if last else "hidden"
         return ctx.parameterization or self.parameterization, role
 
-    def _affine_kernel(self, k: Kernel, window_mean, fan_in: int, shape: tuple[int, ...]) -> Kernel:
+    def _affine_kernel(self, k: Kernel, window_mean, fan_in: int, shape: tuple[int, ...], scale: float = 1.0) -> Kernel:
+        """K' = W_std²·M(K) + b_std² and Θ' as in the module docstring, with M(t) = scale·window_mean(t) (a window
+        sum and scale = 1/Π k lets the 1/Π k ride on the multiplication by W_std²: one pass less)."""
         if self.parameterization == "mup":
             raise ValueError(
                 f"{self!r}: the infinite-width kernels of μP are degenerate: its output and NTK are the NTK "
@@ -221,14 +223,14 @@ class _Affine(Layer):
                 "with ntkit.regimes.KernelTracker"
             )
         b2 = (self.b_std or 0.0) ** 2
-        w2 = self.W_std**2
+        w2 = self.W_std**2 * scale
         mean = window_mean(k.nngp)
         # in place when the window mean made a new tensor (convolutions); Linear's is the input itself
         nngp = (mean.mul_(w2) if mean is not k.nngp else w2 * mean).add_(b2)
         if self.parameterization == "ntk":
             ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
         else:
-            ntk = fan_in * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
+            ntk = (fan_in * scale) * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
         var1 = w2 * window_mean(k.var1) + b2
         var2 = None if k.var2 is None else w2 * window_mean(k.var2) + b2
         return Kernel(nngp, ntk, var1, var2, shape, is_gaussian=True)
@@ -340,6 +342,9 @@ class _Conv(_Affine):
     def transform(self, k):
         shape = self.out_shape(k.shape)
         fan_in = k.shape[0] * math.prod(self.kernel_size)
+        if self.padding != "circular" and all(s == 1 for s in self.stride):  # window sums, 1/Π k applied by scale
+            return self._affine_kernel(k, lambda t: _window_sum_stride1(t, self.kernel_size, self.padding), fan_in,
+                                       shape, scale=1.0 / math.prod(self.kernel_size))  # fmt: skip
         return self._affine_kernel(k, self._window_mean, fan_in, shape)
 
     def _window_mean(self, t: torch.Tensor) -> torch.Tensor:
@@ -348,7 +353,7 @@ class _Conv(_Affine):
         K'[p, p'] = (1/k) Σ_i K_padded[s·p + i, s·p' + i]: the same filter offset i on both sides.
         """
         if self.padding != "circular" and all(s == 1 for s in self.stride):
-            return _window_mean_stride1(t, self.kernel_size, self.padding)
+            return _window_sum_stride1(t, self.kernel_size, self.padding).div_(math.prod(self.kernel_size))
         for d in range(self.spatial):
             axis = t.ndim - 2 * (self.spatial - d)  # first axis of this dimension's pair
             t = _window_mean_1d(t, axis, self.kernel_size[d], self.stride[d], self.padding)
@@ -371,8 +376,9 @@ def _tuple(value, n: int, name: str) -> tuple[int, ...]:
     return values
 
 
-def _window_mean_stride1(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str) -> torch.Tensor:
-    """The window mean of a stride-1 convolution with zero padding ("same" or "valid"), by shifted in-place sums.
+def _window_sum_stride1(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str) -> torch.Tensor:
+    """The window sum (Π k times the window mean) of a stride-1 convolution with zero padding ("same" or
+    "valid"), by shifted in-place sums.
 
     Along each pair of axes (p, p') of size L, with offsets o ∈ [−lo, hi] (lo = ⌊(k−1)/2⌋, hi = k−1−lo for
     "same", as torch pads; o ∈ [0, k−1] and output size L−k+1 for "valid"),
@@ -380,7 +386,7 @@ def _window_mean_stride1(t: torch.Tensor, kernel_size: tuple[int, ...], padding:
         S[p, p'] = Σ_o K[p + o, p' + o]       (terms whose positions fall in the zero padding are 0),
 
     so each offset is one ``add_`` of a shifted view into the running sum: no padded copy, no transposes, one
-    new tensor per spatial dimension. The means' 1/Π k is applied once at the end.
+    new tensor per spatial dimension. The mean's 1/Π k is left to the caller.
     """
     spatial = len(kernel_size)
     for d, k in enumerate(kernel_size):
@@ -401,7 +407,7 @@ def _window_mean_stride1(t: torch.Tensor, kernel_size: tuple[int, ...], padding:
             for o in range(1, k):
                 out.add_(t.narrow(axis, o, n).narrow(axis + 1, o, n))
         t = out
-    return t.div_(math.prod(kernel_size))
+    return t
 
 
 def _window_mean_1d(t: torch.Tensor, axis: int, k: int, stride: int, padding: str) -> torch.Tensor:
