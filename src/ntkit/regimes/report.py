@@ -255,7 +255,9 @@ def write_summary(rows, slopes, ntk_ref, jacot_numbers, settings, path: Path) ->
                                == (p, a, w_hi)]) for a in pts]  # fmt: skip
                 lines.append(
                     f"- {NAMES[p]} at width {w_hi}: kernel change {' → '.join(_fmt(c) for c in ch)} for "
-                    f"α = {', '.join(f'{a:g}' for a in pts)} (lazy training predicts ∝ 1/α)."
+                    f"α = {', '.join(f'{a:g}' for a in pts)}: ×{_fmt(ch[0] / ch[-1])} smaller over ×"
+                    f"{pts[-1] / pts[0]:g} in α (a kernel smooth in θ moves ∝ 1/α; ReLU's also jumps where "
+                    "activation patterns flip)."
                 )
     if math.isfinite(ntk_ref["test_accuracy"]):
         lines.append(
