@@ -29,15 +29,6 @@ N_SAMPLES = 1 << 21
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """On a busy 2-core machine, 2 OpenMP threads spin-wait for each other; one thread is faster and steadier."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # (c11, c12, c22): ρ = 0, ρ = 0.999, ρ = −0.999, ρ = 0.999 with unequal variances, anti-correlated with unequal
 # variances, weakly correlated with very unequal variances, and large variances.
 COVARIANCES = [

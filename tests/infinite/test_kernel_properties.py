@@ -20,15 +20,6 @@ import ntkit as nk
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: on a busy 2-core machine, 2 OpenMP threads spin-wait for each other and run 10× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randn(*shape, seed=0, dtype=DT):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 

@@ -32,14 +32,6 @@ DENSE_WIDTHS = (16, 64, 256, 1024)
 CONV_CHANNELS = (4, 16, 64, 256)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _randn(*shape, seed):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DT)
 

@@ -20,8 +20,9 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ntkit.regimes import PARAMETERIZATIONS
+
 ACTIVATIONS = ("relu", "erf", "gelu")
-PARAMETERIZATIONS = ("ntk", "standard", "mup")
 TASKS = ("sin", "spirals", "circles")
 
 #: Inputs and outputs of each task's network: sin(3x) is 1 → 1, the two classifications are 2 → 1 (±1 labels).

@@ -41,6 +41,7 @@ class Problem:
     output: str
     params: dict[str, nn.Parameter]  # trainable parameters by (deduplicated) name
     n_outputs: int  # O
+    activation_numel: int = 0  # numbers the leaf modules output for one example (sizes forward-mode blocks)
 
     @property
     def n_params(self) -> int:
@@ -99,7 +100,7 @@ def check_request(
             raise ValueError(f"{name} contains NaN or Inf values; the NTK of such inputs is undefined")
     _check_per_example_mode(model)
 
-    out = probe_output(model, x1[:1], "x1")
+    out, activations = probe_output(model, x1[:1], "x1", count_activations=True)
     return Problem(
         model=model,
         x1=x1.detach(),
@@ -108,6 +109,7 @@ def check_request(
         output=output,
         params=params,
         n_outputs=out.numel(),
+        activation_numel=activations,
     )
 
 
@@ -150,8 +152,20 @@ def _check_per_example_mode(model: nn.Module) -> None:
             )
 
 
-def probe_output(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
-    """Run ``model`` on ``x`` and return its output flattened to (N, O), or say why the input does not fit."""
+def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations: bool = False):
+    """Run ``model`` on ``x`` and return its output flattened to (N, O), or say why the input does not fit.
+
+    With ``count_activations`` also return how many numbers the leaf modules output for these examples (the
+    activations a forward pass holds), as ``(output, count)``.
+    """
+    counted = [0]
+
+    def count(module, args, out):
+        if isinstance(out, torch.Tensor):
+            counted[0] += out.numel()
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None] if count_activations else []
+    handles = [m.register_forward_hook(count) for m in leaves]
     try:
         with torch.no_grad():
             out = model(x)
@@ -160,6 +174,9 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
             f"{name} with per-example shape {tuple(x.shape[1:])} does not fit the model: calling it raised "
             f"{type(err).__name__}: {err}"
         ) from err
+    finally:
+        for h in handles:
+            h.remove()
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"model must return a single tensor; it returned {type(out).__name__}")
     if out.ndim == 0 or out.shape[0] != x.shape[0]:
@@ -167,7 +184,8 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
             f"model must keep the batch axis: {name} has {x.shape[0]} examples "
             f"but the output has shape {tuple(out.shape)}"
         )
-    return out.reshape(x.shape[0], -1)
+    out = out.reshape(x.shape[0], -1)
+    return (out, counted[0] // x.shape[0]) if count_activations else out
 
 
 def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:

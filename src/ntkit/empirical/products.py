@@ -13,10 +13,19 @@ so memory is bounded by ``chunk · P`` whatever the number of examples. The oper
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
-from ntkit.empirical._common import Problem, assemble, block_size_for, check_request, vmap_or_loop
+from ntkit.empirical._common import (
+    DEFAULT_MEMORY_BUDGET,
+    Problem,
+    assemble,
+    block_size_for,
+    check_request,
+    vmap_or_loop,
+)
 
 
 def _batch_function(problem: Problem):
@@ -63,13 +72,26 @@ def _columns_to_output(columns: torch.Tensor, output: str) -> torch.Tensor:
     return diagonal.sum(-1).T  # trace; "mean" divides at the end
 
 
+def _block_size(problem: Problem, n: int) -> int:
+    """The largest B with B = B1 = C whose pair block fits in the memory budget.
+
+    Alive at once: B·O parameter-sized cotangents (O·P numbers each example) and B·O forward-mode passes over B
+    examples, each holding primal and tangent activations (about 3·A numbers an example, A from the probe):
+    memory ≈ itemsize · O · (4·P·B + 3·A·B²).
+    """
+    o, p, a, size = problem.n_outputs, problem.n_params, problem.activation_numel, problem.itemsize
+    quadratic, linear = 3 * o * a * size, 4 * o * p * size
+    if quadratic == 0:
+        return block_size_for(linear, n)
+    root = (-linear + math.sqrt(linear * linear + 4 * quadratic * DEFAULT_MEMORY_BUDGET)) / (2 * quadratic)
+    return int(max(1, min(n, math.floor(root))))
+
+
 def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
     """The empirical NTK of ``problem`` from vjp/jvp pairs, block by block."""
     f, theta = _batch_function(problem)
     n = max(problem.x1.shape[0], problem.x2.shape[0])
-    # Alive at once: C·O parameter-sized cotangents and C·O forward-mode passes over a block of B1 examples.
-    per_example = problem.n_outputs * problem.n_params * problem.itemsize
-    block = batch_size or block_size_for(4 * per_example, n)
+    block = batch_size or _block_size(problem, n)
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:
         return _columns_to_output(

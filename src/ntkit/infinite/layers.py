@@ -126,7 +126,7 @@ class Layer:
         if not in_shape or any(not isinstance(s, int) or s < 1 for s in in_shape):
             raise ValueError(f"in_shape must be a tuple of positive ints such as (3, 32, 32); got {in_shape!r}")
         if parameterization is not None:
-            _check_parameterization(parameterization)
+            check_parameterization(parameterization)
         self.out_shape(in_shape)
         token = _BUILD.set(_BuildContext(parameterization, len(self.affine_layers())))
         try:
@@ -160,13 +160,15 @@ def _symmetrize(t: torch.Tensor, spatial: int) -> torch.Tensor:
     return 0.5 * (t + t.permute(perm))
 
 
-def _check_parameterization(parameterization: str) -> str:
+def check_parameterization(parameterization: str) -> str:
+    """The parameterization name, or a ValueError that lists the known ones."""
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
     return parameterization
 
 
-def _positive_int(name: str, value) -> int:
+def positive_int(name: str, value) -> int:
+    """``value`` if it is a positive int (not a bool), else a ValueError that names ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
     return value
@@ -183,7 +185,7 @@ class _Affine(Layer):
         if W_std <= 0 or (b_std is not None and b_std < 0):
             raise ValueError(f"W_std must be > 0 and b_std ≥ 0 (or None); got W_std={W_std}, b_std={b_std}")
         self.W_std, self.b_std = float(W_std), None if b_std is None else float(b_std)
-        self.parameterization = _check_parameterization(parameterization)
+        self.parameterization = check_parameterization(parameterization)
 
     def affine_layers(self) -> list[Layer]:
         return [self]
@@ -287,7 +289,7 @@ class Linear(_Affine):
     def __init__(self, out_features: int, W_std: float = 1.0, b_std: float | None = 0.0,
                  parameterization: str = "ntk"):  # fmt: skip
         super().__init__(W_std, b_std, parameterization)
-        self.out_features = _positive_int("out_features", out_features)
+        self.out_features = positive_int("out_features", out_features)
 
     def __repr__(self) -> str:
         return f"Linear({self.out_features}, W_std={self.W_std}, b_std={self.b_std}, '{self.parameterization}')"
@@ -314,7 +316,7 @@ class _Conv(_Affine):
     def __init__(self, out_channels: int, kernel_size, stride=1, padding: str = "same", W_std: float = 1.0,
                  b_std: float | None = 0.0, parameterization: str = "ntk"):  # fmt: skip
         super().__init__(W_std, b_std, parameterization)
-        self.out_channels = _positive_int("out_channels", out_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
         self.kernel_size = _tuple(kernel_size, self.spatial, "kernel_size")
         self.stride = _tuple(stride, self.spatial, "stride")
         if padding not in PADDINGS:

@@ -44,24 +44,11 @@ import torch
 from torch import nn
 
 from ntkit.infinite import GELU, Conv2d, Erf, GlobalAvgPool2d, Linear, ReLU, Sequential, Tanh
-from ntkit.infinite.layers import PARAMETERIZATIONS
+from ntkit.infinite.layers import PARAMETERIZATIONS, check_parameterization, positive_int
 
 ACTIVATIONS = {"relu": ReLU, "erf": Erf, "gelu": GELU, "tanh": Tanh}
 
 __all__ = ["PARAMETERIZATIONS", "ACTIVATIONS", "mlp_spec", "mlp", "cnn_spec", "cnn", "mup_param_groups"]
-
-
-def check_parameterization(parameterization) -> str:
-    """The parameterization name, or a ValueError that lists the known ones."""
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
-    return parameterization
-
-
-def _positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
 
 
 def _activation(activation: str):
@@ -100,9 +87,9 @@ def mlp_spec(width: int, out_features: int, depth: int = 1, activation: str = "r
     >>> spec.kernel(torch.randn(3, 2, dtype=torch.float64)).ntk.shape
     torch.Size([3, 3])
     """
-    _positive_int("width", width)
-    _positive_int("out_features", out_features)
-    _positive_int("depth", depth)
+    positive_int("width", width)
+    positive_int("out_features", out_features)
+    positive_int("depth", depth)
     phi = _activation(activation)
     check_parameterization(parameterization)
     layers = []
@@ -143,7 +130,7 @@ def mlp(in_features: int, width: int, out_features: int, depth: int = 1, activat
     >>> model[-1].weight_multiplier == 1.0 / 64
     True
     """
-    _positive_int("in_features", in_features)
+    positive_int("in_features", in_features)
     spec = mlp_spec(width, out_features, depth, activation, W_std, b_std, parameterization)
     return spec.build((in_features,), seed=seed, dtype=dtype, parameterization=parameterization)
 
@@ -152,9 +139,9 @@ def cnn_spec(width: int, out_features: int, depth: int = 1, kernel_size: int = 3
              W_std: float = 1.0, b_std: float = 0.1, parameterization: str = "ntk") -> Sequential:  # fmt: skip
     """A convolutional network: ``depth`` × (Conv2d(width, kernel_size, "same"), φ), global average pooling and
     a Linear readout. The width is the channel count. Arguments as in :func:`mlp_spec`."""
-    _positive_int("width", width)
-    _positive_int("out_features", out_features)
-    _positive_int("depth", depth)
+    positive_int("width", width)
+    positive_int("out_features", out_features)
+    positive_int("depth", depth)
     phi = _activation(activation)
     check_parameterization(parameterization)
     layers = []
