@@ -32,7 +32,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import numpy as np  # noqa: E402
 
-from _nt_worker import _reset_peak_rss, _status_kib, versions  # noqa: E402  (same folder, same venv)
+from _memory import reset_peak_rss, status_kib  # noqa: E402  (same folder)
+from _nt_worker import versions  # noqa: E402
 
 
 def build_stax(layers: list[dict]):
@@ -81,8 +82,8 @@ def run_job(job: dict) -> dict:
     compile_s = time.perf_counter() - t0
 
     gc.collect()
-    exact_peak = _reset_peak_rss()
-    baseline_kib = _status_kib("VmRSS")
+    exact_peak = reset_peak_rss()
+    baseline_kib = status_kib("VmRSS")
     t0 = time.perf_counter()
     out = jax.block_until_ready(fn(x))
     warmup_s = time.perf_counter() - t0
@@ -95,7 +96,7 @@ def run_job(job: dict) -> dict:
             t0 = time.perf_counter()
             out = jax.block_until_ready(fn(x))
             times.append(time.perf_counter() - t0)
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = status_kib("VmHWM")
     np.savez(job["kernel_out"], nngp=np.asarray(out[0]), ntk=np.asarray(out[1]))
     return {
         "times_s": times,

@@ -31,7 +31,6 @@ import argparse
 import gc
 import json
 import os
-import re
 import statistics
 import sys
 import time
@@ -40,19 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # neural_tangents imports te
 
 import numpy as np  # noqa: E402
 
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        return int(re.search(rf"^{field}:\s+(\d+)", fh.read(), re.M).group(1))
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+from _memory import reset_peak_rss, status_kib  # noqa: E402  (same folder)
 
 
 def build_apply(layers: list[dict]):
@@ -168,8 +155,8 @@ def run_job(job: dict) -> dict:
     compile_s = time.perf_counter() - t0
 
     gc.collect()
-    exact_peak = _reset_peak_rss()
-    baseline_kib = _status_kib("VmRSS")
+    exact_peak = reset_peak_rss()
+    baseline_kib = status_kib("VmRSS")
 
     t0 = time.perf_counter()
     kernel = fn(x1, x2, params).block_until_ready()
@@ -184,7 +171,7 @@ def run_job(job: dict) -> dict:
             t0 = time.perf_counter()
             kernel = fn(x1, x2, params).block_until_ready()
             times.append(time.perf_counter() - t0)
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = status_kib("VmHWM")
 
     if job.get("kernel_out"):
         # neural-tangents divides a traced kernel by the size of the traced axes (ntkit's output="mean"); scale it

@@ -71,6 +71,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _memory import reset_peak_rss, status_kib  # same folder: bench/ is on sys.path when a script here runs
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 NT_WORKER = BENCH / "_nt_worker.py"
@@ -258,25 +260,11 @@ def tutorial_memory_estimate(method: str, n: int, n_params: int, n_outputs: int)
 # ------------------------------------------------------------------------------ measuring in a fresh process
 
 
-def _status_kib(field_name: str) -> int:
-    with open("/proc/self/status") as fh:
-        return int(re.search(rf"^{field_name}:\s+(\d+)", fh.read(), re.M).group(1))
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def measure(call, repeats: int, budget_s: float, slow_call_s: float) -> dict:
     """Warm-up plus timed calls of ``call()``; peak RSS above the level before the first call."""
     gc.collect()
-    exact = _reset_peak_rss()
-    baseline_kib = _status_kib("VmRSS") if exact else _status_kib("VmHWM")
+    exact = reset_peak_rss()
+    baseline_kib = status_kib("VmRSS") if exact else status_kib("VmHWM")
     t0 = time.perf_counter()
     result = call()
     warmup_s = time.perf_counter() - t0
@@ -289,7 +277,7 @@ def measure(call, repeats: int, budget_s: float, slow_call_s: float) -> dict:
             t0 = time.perf_counter()
             result = call()
             times.append(time.perf_counter() - t0)
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = status_kib("VmHWM")
     return {
         "times_s": times,
         "median_s": statistics.median(times),
