@@ -6,12 +6,11 @@ stays linear in function space and the closed-form NTK prediction applies unchan
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ntkit.data import sin_regression
+from ntkit.data import sin_regression, two_circles, two_spirals
 
 #: Points per side of the evaluation grid drawn under the 2-D tasks.
 GRID_SIZE = 32
@@ -44,29 +43,6 @@ class Task:
         return self.x_train.shape[1]
 
 
-def _two_spirals(n: int, generator: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points on two interleaved spiral arms (radius ≤ 1, one turn each), labels +1 and −1, small noise."""
-    half = n // 2
-    t = torch.rand(n, generator=generator, dtype=dtype)
-    radius = 0.15 + 0.85 * t
-    angle = 2 * math.pi * t
-    sign = torch.cat([torch.ones(half, dtype=dtype), -torch.ones(n - half, dtype=dtype)])
-    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1) * sign.unsqueeze(1)
-    x = x + 0.03 * torch.randn(n, 2, generator=generator, dtype=dtype)
-    return x, sign.unsqueeze(1)
-
-
-def _two_circles(n: int, generator: torch.Generator, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points on two concentric circles (radii 0.4, label +1, and 1.0, label −1), small noise."""
-    half = n // 2
-    angle = 2 * math.pi * torch.rand(n, generator=generator, dtype=dtype)
-    sign = torch.cat([torch.ones(half, dtype=dtype), -torch.ones(n - half, dtype=dtype)])
-    radius = torch.where(sign > 0, torch.full_like(angle, 0.4), torch.ones_like(angle))
-    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], 1)
-    x = x + 0.05 * torch.randn(n, 2, generator=generator, dtype=dtype)
-    return x, sign.unsqueeze(1)
-
-
 def make_task(name: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> Task:
     """The task ``name`` ("sin", "spirals" or "circles") drawn from ``seed``.
 
@@ -79,12 +55,16 @@ def make_task(name: str, seed: int = 0, dtype: torch.dtype = torch.float64) -> T
         x_train, y_train, x_test, y_test = sin_regression(seed=seed, dtype=dtype)
         x0 = torch.zeros(1, 1, dtype=dtype)
         return Task(name, x_train, y_train, x_test, y_test, x_test, x0, x_test, x_test[:, 0], "x")
-    makers = {"spirals": _two_spirals, "circles": _two_circles}
+    # One turn per arm and little noise: a task that a few hundred steps can fit at the demo's widths.
+    makers = {
+        "spirals": lambda n, g: two_spirals(n, turns=1.0, noise=0.03, r_min=0.15, seed=g, dtype=dtype),
+        "circles": lambda n, g: two_circles(n, noise=0.05, seed=g, dtype=dtype),
+    }
     if name not in makers:
         raise ValueError(f"task must be one of sin, spirals, circles; got {name!r}")
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = makers[name](64, generator, dtype)
-    x_test, y_test = makers[name](256, generator, dtype)
+    x_train, y_train = makers[name](32, generator)
+    x_test, y_test = makers[name](128, generator)
     axis = torch.linspace(-GRID_LIMIT, GRID_LIMIT, GRID_SIZE, dtype=dtype)
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")  # row-major: x_plot[i·G + j] = (axis[j], axis[i])
     x_plot = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)

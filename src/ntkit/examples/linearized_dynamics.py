@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ntkit.data import digits
 from ntkit.empirical import empirical_ntk
 from ntkit.infinite import Conv2d, GlobalAvgPool2d, Linear, ReLU, Sequential
 from ntkit.predict import gradient_descent_mse, max_learning_rate
@@ -81,12 +82,10 @@ def task(name: str, dtype: torch.dtype = torch.float64) -> Task:
     ``mlp``, scaled to [−1, 1]; targets (N, 1) = digit · 2/9 − 1."""
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {name!r}")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.as_tensor(digits.images, dtype=dtype).unsqueeze(1) / 16 * 2 - 1
+    images, labels = digits(dtype)
+    x = images * 2 - 1
     x = x.flatten(1) if name == "mlp" else x
-    y = torch.as_tensor(digits.target, dtype=dtype).unsqueeze(1) / 9 * 2 - 1
+    y = labels.to(dtype).unsqueeze(1) / 9 * 2 - 1
     return Task(x[:64], y[:64], x[64:192], y[64:192])
 
 

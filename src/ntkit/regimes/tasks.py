@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ntkit.data.synthetic import sin_regression
+from ntkit.data import digits, sin_regression, two_spirals
 
 TASKS = ("sin", "spirals", "digits")
 
@@ -44,19 +44,6 @@ def check_task(name) -> str:
     return name
 
 
-def two_spirals(n_per_class: int, turns: float = 1.5, noise: float = 0.05, seed: int = 0,
-                dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Two interleaved spirals in the plane, r = s and angle 2π·turns·s for s ∈ [0.1, 1], the second rotated by
-    π; Gaussian noise of std ``noise``. Returns x (2n, 2) and labels (2n, 1) in {−1, +1}."""
-    g = torch.Generator().manual_seed(seed)
-    s = 0.1 + 0.9 * torch.rand(n_per_class, generator=g, dtype=dtype)
-    angle = 2 * math.pi * turns * s
-    arm = torch.stack([s * torch.cos(angle), s * torch.sin(angle)], 1)
-    x = torch.cat([arm, -arm]) + noise * torch.randn(2 * n_per_class, 2, generator=g, dtype=dtype)
-    y = torch.cat([torch.ones(n_per_class, 1, dtype=dtype), -torch.ones(n_per_class, 1, dtype=dtype)])
-    return x, y
-
-
 def load_task(name: str, seed: int = 0, dtype: torch.dtype = torch.float64, n_train: int | None = None) -> Task:
     """The task ``name`` ("sin", "spirals" or "digits"); ``seed`` fixes the sample and the train/test split."""
     check_task(name)
@@ -68,12 +55,9 @@ def load_task(name: str, seed: int = 0, dtype: torch.dtype = torch.float64, n_tr
         x, y = two_spirals(n, seed=seed, dtype=dtype)
         xt, yt = two_spirals(200, seed=seed + 10_000, dtype=dtype)
         return Task(name, x, y, xt, yt, classes=2)
-    from sklearn.datasets import load_digits
-
-    data = load_digits()
-    x = torch.as_tensor(data.data, dtype=dtype) / 16.0
+    images, labels = digits(dtype)
+    x = images.flatten(1)
     x = (x - x.mean(0)) / (x.std(0) + 1e-3) / math.sqrt(x.shape[1]) * math.sqrt(2.0)  # ‖x‖² ≈ 2 on average
-    labels = torch.as_tensor(data.target)
     y = torch.nn.functional.one_hot(labels, 10).to(dtype) - 0.1  # centred one-hot
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     n = n_train or 500
