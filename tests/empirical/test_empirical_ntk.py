@@ -157,6 +157,19 @@ class UnusedParameter(nn.Module):
         return self.used(torch.tanh(x))
 
 
+class CalledButUnused(nn.Module):
+    """A Linear that forward calls but whose output is discarded: its factored term must be exactly zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.discarded = nn.Linear(4, 5)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        _ = self.discarded(x)
+        return self.head(torch.tanh(x))
+
+
 class WithBuffer(nn.Module):
     """A registered buffer used in forward: it is used as it is, never differentiated."""
 
@@ -307,6 +320,7 @@ CASES = [
     Case("linear_weight_also_used_directly", LinearWeightAlsoUsedDirectly, normal(4), 2),
     Case("conv_bias_also_used_directly", ConvBiasAlsoUsedDirectly, normal(2, 4, 4), 2),
     Case("unused_parameter", UnusedParameter, normal(4), 3),
+    Case("called_but_unused_layer", CalledButUnused, normal(4), 3),
     Case("buffer_in_forward", WithBuffer, normal(4), 2),
     Case("frozen_mlp", frozen_mlp, normal(4), 3),
     Case("frozen_cnn", frozen_cnn, normal(2, 5, 5), 2),

@@ -296,14 +296,18 @@ def _output_cotangents(out: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.
     faster than ``is_grads_batched`` on CPU convolutions, and it writes straight into the final layout.
     """
     n, o = out.shape
-    deltas = [torch.zeros((n, o, *z.shape[1:]), dtype=z.dtype, device=z.device) for z in zs]
+    # Every entry is written below (a gradient, or zeros where the output does not use the layer), so the
+    # buffers start uninitialised (zero-filling them showed up as ~8% of a large MLP's profile).
+    deltas = [torch.empty((n, o, *z.shape[1:]), dtype=z.dtype, device=z.device) for z in zs]
     cotangent = torch.zeros_like(out)
     for i in range(o):
         cotangent.zero_()
         cotangent[:, i] = 1
         grads = torch.autograd.grad(out, zs, grad_outputs=cotangent, retain_graph=i < o - 1, allow_unused=True)
         for delta, g in zip(deltas, grads, strict=True):
-            if g is not None:  # None: the output does not depend on this layer
+            if g is None:  # the output does not depend on this layer
+                delta[:, i] = 0
+            else:
                 delta[:, i] = g
     return deltas
 
