@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ntkit._plotting import pyplot, save_figure
 from ntkit.data import digits
 from ntkit.empirical import empirical_ntk
 from ntkit.infinite import Conv2d, GlobalAvgPool2d, Linear, ReLU, Sequential
@@ -215,10 +216,7 @@ def format_table(rows: list[dict]) -> str:
 def plot(runs: list[Run], path: Path) -> Path:
     """Left: gap against width (log-log) with a 1/√width guide. Right: trained network against the closed-form
     prediction on every test point, for the narrowest and the widest network (seed 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = summary(runs)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
@@ -243,11 +241,7 @@ def plot(runs: list[Run], path: Path) -> Path:
     ax.set(xlabel="closed-form prediction f_t^lin(x)", ylabel="trained network f_t(x)",
            title=f"{runs[0].architecture}, test points after {runs[0].times[-1]} steps")  # fmt: skip
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def records(runs: list[Run]) -> list[dict]:

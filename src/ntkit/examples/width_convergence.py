@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ntkit._plotting import pyplot, save_figure
 from ntkit.data import sin_regression
 from ntkit.empirical import empirical_ntk
 from ntkit.infinite.activations import relu_kernels
@@ -132,10 +133,7 @@ def format_table(results: list[WidthResult]) -> str:
 
 def plot(results: list[WidthResult], path: Path, seed: int = 0) -> Path:
     """The data, the target and each width's kernel-regression fit, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     x_train, y_train, x_test, y_test = sin_regression(seed=seed)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
@@ -146,11 +144,7 @@ def plot(results: list[WidthResult], path: Path, seed: int = 0) -> Path:
     ax.scatter(x_train[:, 0], y_train[:, 0], color="crimson", s=18, zorder=3, label="40 training points")
     ax.set(xlabel="x", ylabel="f(x)", title="Kernel regression with the empirical NTK at initialisation")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def records(results: list[WidthResult]) -> list[dict]:

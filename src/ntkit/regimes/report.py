@@ -8,20 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ntkit._plotting import pyplot, save_figure
 from ntkit.empirical import empirical_ntk
 from ntkit.predict import max_learning_rate
 from ntkit.regimes.parameterization import mlp, mlp_spec
 
 NAMES = {"ntk": "NTK", "mup": "μP", "standard": "standard"}
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _label(p: str, alpha: float) -> str:
@@ -61,7 +53,7 @@ def fit_slopes(rows) -> dict:
 
 def plot_kernel_change(rows, slopes, path: Path) -> Path:
     """Kernel change at the end of training against width, log-log, one colour per (parameterization, α)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     for i, key in enumerate(_groups(rows)):
         color = f"C{i}"
@@ -80,16 +72,13 @@ def plot_kernel_change(rows, slopes, path: Path) -> Path:
     ax.set_title("How far the NTK moves during training")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=130)
 
 
 def plot_function_vs_ntk(task, curves, widths, path: Path) -> Path:
     """The network's test function (solid) and the NTK prediction (dashed) at the snapshot steps, for the
     narrowest and widest network of each parameterization (seed 0, first α)."""
-    plt = _plt()
+    plt = pyplot()
     keys = []
     for p, a, _ in curves:
         if (p, a) not in keys and all(k[0] != p for k in keys):
@@ -125,10 +114,7 @@ def plot_function_vs_ntk(task, curves, widths, path: Path) -> Path:
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
     fig.suptitle(f"{task.name}: network (solid / points) against the infinite-width NTK prediction over training")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 200, progress: bool = False) -> dict:
@@ -142,7 +128,7 @@ def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 20
     """
     from tqdm.auto import tqdm
 
-    plt = _plt()
+    plt = pyplot()
     dtype = torch.float64
     gamma = torch.linspace(-math.pi, math.pi, 121, dtype=dtype)
     circle = torch.stack([torch.cos(gamma), torch.sin(gamma)], 1)
@@ -181,9 +167,7 @@ def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 20
     ax.set_title(f"Jacot et al. 2018, fig. 1: ReLU, {depth + 1} layers, {seeds} seeds per width")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)
     return {w: {k: float(np.mean(v)) for k, v in d.items()} for w, d in numbers.items()}
 
 
