@@ -26,8 +26,33 @@ from torch.utils._pytree import tree_map
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
 
-#: Bytes that the per-example intermediates of one block may take when ``batch_size`` is not given.
+#: Bytes that the per-example intermediates of one block may take when ``batch_size`` is not given and the free
+#: memory cannot be read; also the least budget. See :func:`memory_budget`.
 DEFAULT_MEMORY_BUDGET = 1 << 30
+MAX_MEMORY_BUDGET = 8 << 30
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes one block's intermediates may take by default: a quarter of the memory free on ``device``, at least
+    ``DEFAULT_MEMORY_BUDGET`` (1 GiB) and at most ``MAX_MEMORY_BUDGET`` (8 GiB).
+
+    A fixed 1 GiB made Jacobian contraction of a 1.9M-parameter, 10-output MLP (74 MB of Jacobian per example)
+    recompute column Jacobians for every block of 7 rows, 8× slower than holding them; where memory is free,
+    larger blocks are the faster choice. The kernel does not depend on the block size.
+    """
+    free = None
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as fh:
+                fields = dict(line.split(":", 1) for line in fh)
+            free = int(fields["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            free = None
+    if free is None:
+        return DEFAULT_MEMORY_BUDGET
+    return int(min(MAX_MEMORY_BUDGET, max(DEFAULT_MEMORY_BUDGET, free // 4)))
 
 
 @dataclass(frozen=True)
@@ -46,6 +71,11 @@ class Problem:
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.params.values())
+
+    @property
+    def memory_budget(self) -> int:
+        """Default bytes for one block's intermediates on this problem's device (:func:`memory_budget`)."""
+        return memory_budget(self.x1.device)
 
     @property
     def itemsize(self) -> int:

@@ -17,7 +17,6 @@ from torch import nn
 from torch.func import functional_call, jacrev
 
 from ntkit.empirical._common import (
-    DEFAULT_MEMORY_BUDGET,
     FeatureCache,
     Problem,
     assemble,
@@ -63,8 +62,9 @@ def ntk_jacobian_contraction(problem: Problem, batch_size: int | None, progress:
     """The empirical NTK of ``problem`` by per-example Jacobians, contracted block by block."""
     n = max(problem.x1.shape[0], problem.x2.shape[0])
     per_example = jacobian_bytes_per_example(problem)
-    block = batch_size or block_size_for(2 * per_example, n)  # x2: a row and a column block are alive at once
-    keep_columns = per_example * problem.x2.shape[0] <= DEFAULT_MEMORY_BUDGET
+    budget = problem.memory_budget
+    block = batch_size or block_size_for(2 * per_example, n, budget)  # x2: a row and a column block are alive
+    keep_columns = per_example * problem.x2.shape[0] <= budget
     cache = FeatureCache(problem, lambda x: per_example_jacobians(problem.model, problem.params, x), keep_columns)
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:

@@ -53,7 +53,7 @@ def empirical_ntk(
         ``"trace"`` (N1, N2): Σ_i Θ_ii; ``"diagonal"`` (N1, N2, O): Θ_ii; ``"full"`` (N1, N2, O, O).
     batch_size:
         Examples per block. Bounds memory; the result does not depend on it. By default the largest block whose
-        intermediates fit in about 1 GiB.
+        intermediates fit in a quarter of the device's free memory, between 1 and 8 GiB.
     progress:
         Show a progress bar over blocks.
 

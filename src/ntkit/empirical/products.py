@@ -19,7 +19,6 @@ import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
 from ntkit.empirical._common import (
-    DEFAULT_MEMORY_BUDGET,
     Problem,
     assemble,
     block_size_for,
@@ -82,8 +81,9 @@ def _block_size(problem: Problem, n: int) -> int:
     o, p, a, size = problem.n_outputs, problem.n_params, problem.activation_numel, problem.itemsize
     quadratic, linear = 3 * o * a * size, 4 * o * p * size
     if quadratic == 0:
-        return block_size_for(linear, n)
-    root = (-linear + math.sqrt(linear * linear + 4 * quadratic * DEFAULT_MEMORY_BUDGET)) / (2 * quadratic)
+        return block_size_for(linear, n, problem.memory_budget)
+    budget = problem.memory_budget
+    root = (-linear + math.sqrt(linear * linear + 4 * quadratic * budget)) / (2 * quadratic)
     return int(max(1, min(n, math.floor(root))))
 
 

@@ -32,7 +32,6 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from ntkit.empirical._common import (
-    DEFAULT_MEMORY_BUDGET,
     FeatureCache,
     Problem,
     assemble,
@@ -161,11 +160,12 @@ def _layer_plan(name: str, m: nn.Module, in_shape: torch.Size, out_shape: torch.
 def choose_strategies(plan: StructuredPlan, problem: Problem, block: int) -> None:
     """Pick each multi-position layer's contraction order by its multiply-add count (and memory)."""
     n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
+    budget = problem.memory_budget
     for lp in plan.layers:
         if lp.positions == 1:
             lp.strategy = "dense"
             continue
-        pairs_fit = 3 * block * block * lp.positions**2 * problem.itemsize <= DEFAULT_MEMORY_BUDGET
+        pairs_fit = 3 * block * block * lp.positions**2 * problem.itemsize <= budget
         if problem.output in ("trace", "mean") and pairs_fit:
             pairs_cost = n1 * n2 * lp.positions**2 * (lp.fan_in + problem.n_outputs * lp.out_features)
             grad_cost = _gradient_cost(lp, problem, n1, n2)
@@ -388,10 +388,11 @@ def ntk_structured(
     n = max(problem.x1.shape[0], problem.x2.shape[0])
     choose_strategies(plan, problem, batch_size or n)
     per_example = feature_bytes_per_example(plan, problem)
-    block = batch_size or block_size_for(2 * per_example, n)
+    budget = problem.memory_budget
+    block = batch_size or block_size_for(2 * per_example, n, budget)
     if batch_size is None and block < n:
         choose_strategies(plan, problem, block)  # the pair-memory check depends on the block size
-    keep_columns = per_example * problem.x2.shape[0] <= DEFAULT_MEMORY_BUDGET
+    keep_columns = per_example * problem.x2.shape[0] <= budget
     cache = FeatureCache(problem, lambda x: layer_factors(plan, problem, x), keep_columns)
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:
