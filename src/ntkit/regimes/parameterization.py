@@ -87,11 +87,7 @@ def mlp_spec(width: int, out_features: int, depth: int = 1, activation: str = "r
     >>> spec.kernel(torch.randn(3, 2, dtype=torch.float64)).ntk.shape
     torch.Size([3, 3])
     """
-    positive_int("width", width)
-    positive_int("out_features", out_features)
-    positive_int("depth", depth)
-    phi = _activation(activation)
-    check_parameterization(parameterization)
+    phi = _checked_activation(width, out_features, depth, activation, parameterization)
     layers = []
     for _ in range(depth):
         layers += [Linear(width, W_std=W_std, b_std=b_std, parameterization=parameterization), phi()]
@@ -135,15 +131,20 @@ def mlp(in_features: int, width: int, out_features: int, depth: int = 1, activat
     return spec.build((in_features,), seed=seed, dtype=dtype, parameterization=parameterization)
 
 
+def _checked_activation(width, out_features, depth, activation, parameterization):
+    """Check the arguments every spec builder shares and return the activation's layer class."""
+    positive_int("width", width)
+    positive_int("out_features", out_features)
+    positive_int("depth", depth)
+    check_parameterization(parameterization)
+    return _activation(activation)
+
+
 def cnn_spec(width: int, out_features: int, depth: int = 1, kernel_size: int = 3, activation: str = "relu",
              W_std: float = 1.0, b_std: float = 0.1, parameterization: str = "ntk") -> Sequential:  # fmt: skip
     """A convolutional network: ``depth`` × (Conv2d(width, kernel_size, "same"), φ), global average pooling and
     a Linear readout. The width is the channel count. Arguments as in :func:`mlp_spec`."""
-    positive_int("width", width)
-    positive_int("out_features", out_features)
-    positive_int("depth", depth)
-    phi = _activation(activation)
-    check_parameterization(parameterization)
+    phi = _checked_activation(width, out_features, depth, activation, parameterization)
     layers = []
     for _ in range(depth):
         layers += [Conv2d(width, kernel_size, W_std=W_std, b_std=b_std, parameterization=parameterization), phi()]
