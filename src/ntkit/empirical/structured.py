@@ -175,9 +175,12 @@ def choose_strategies(plan: StructuredPlan, problem: Problem, block: int) -> Non
 
 
 def _gradient_cost(lp: LayerPlan, problem: Problem, n1: int, n2: int) -> float:
+    """Forming each example's weight gradient (once per example: x1's only when x2 was omitted) and contracting
+    the gradients of every pair."""
     o, width = problem.n_outputs, lp.fan_in * lp.out_features
     per_pair = o * width * (o if problem.output == "full" else 1)
-    return (n1 + n2) * o * width * lp.positions + n1 * n2 * per_pair
+    n_ex = n1 if problem.symmetric else n1 + n2
+    return n_ex * o * width * lp.positions + n1 * n2 * per_pair
 
 
 def structured_flops(plan: StructuredPlan, problem: Problem) -> float:
