@@ -284,3 +284,9 @@ def test_errors(problem):
         ode(1.0, 0.0, None, problem["kt"][:, :-1])
     with pytest.raises(ValueError, match="y_train"):
         predict.gradient_descent(mse, k, y[:-1])
+
+
+def test_k_test_train_that_is_not_a_tensor(problem):
+    ode = predict.gradient_descent(mse, problem["k"], problem["y"])
+    with pytest.raises(TypeError, match="k_test_train must be a torch.Tensor; got list"):
+        ode(1.0, problem["f0"], None, problem["kt"].tolist())

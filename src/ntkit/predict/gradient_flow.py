@@ -385,7 +385,9 @@ def gradient_descent(
             raise ValueError("t must be finite for gradient_descent")
         unique_times, where = torch.unique(times, return_inverse=True)  # sorted; repeated times solved once
         f0 = initial(fx_train_0, n)
-        cross = None if k_test_train is None else _check_cross(k_test_train.detach().cpu(), n, o, coupled, k_mat)
+        cross = None
+        if k_test_train is not None:
+            cross = _check_cross(k_test_train, n, o, coupled, k_mat).detach().cpu()
         m = 0 if cross is None else cross.shape[0] // (o if coupled else 1)
         g0 = initial(0.0 if fx_test_0 is None else fx_test_0, m)
         sizes = [n * o, m * o]

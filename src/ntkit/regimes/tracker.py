@@ -58,6 +58,11 @@ def _trained_relus(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(n, m) for n, m in model.named_modules() if _is_relu(m) and not any(n.startswith(f) for f in frozen)]
 
 
+def _ratio(squared_num: float, squared_den: float) -> float:
+    """√(num/den), NaN when the reference norm is zero."""
+    return math.sqrt(squared_num / squared_den) if squared_den > 0 else math.nan
+
+
 def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
@@ -239,15 +244,14 @@ class KernelTracker:
                 rec["kernel_alignment"] = centered_alignment(kernel, self.y_probe)
             except ValueError:  # constant targets on the probe set: the alignment is undefined
                 pass
-        with torch.no_grad():
-            num = sum(float(((p - self._theta0[n]) ** 2).sum()) for n, p in self._params.items())
-            den = sum(float((p0**2).sum()) for p0 in self._theta0.values())
-            rec["weight_change"] = math.sqrt(num / den) if den > 0 else math.nan
-            per_layer = {}
-            for layer, names in self._groups.items():
-                num = sum(float(((self._params[n] - self._theta0[n]) ** 2).sum()) for n in names)
-                den = sum(float((self._theta0[n] ** 2).sum()) for n in names)
-                per_layer[f"weight_change:{layer}"] = math.sqrt(num / den) if den > 0 else math.nan
+        with torch.no_grad():  # ‖θ_t − θ_0‖² and ‖θ_0‖² per layer; the totals are their sums
+            moved = {n: float(((p - self._theta0[n]) ** 2).sum()) for n, p in self._params.items()}
+            start = {n: float((p0**2).sum()) for n, p0 in self._theta0.items()}
+        rec["weight_change"] = _ratio(sum(moved.values()), sum(start.values()))
+        per_layer = {
+            f"weight_change:{layer}": _ratio(sum(moved[n] for n in names), sum(start[n] for n in names))
+            for layer, names in self._groups.items()
+        }
         if masks and len(masks) == len(self._masks0):
             flips = sum(int((m != m0).sum()) for m, m0 in zip(masks, self._masks0, strict=True))
             rec["relu_flips"] = flips / sum(m.numel() for m in masks)
