@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_map
 
+from ntkit._gemm import matmul_nt
+
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
 
@@ -262,10 +264,12 @@ def contract(a: torch.Tensor, b: torch.Tensor, output: str) -> torch.Tensor:
     n1, n_out, m = a.shape
     n2 = b.shape[0]
     if output == "full":
-        return (a.reshape(n1 * n_out, m) @ b.reshape(n2 * n_out, m).T).reshape(n1, n_out, n2, n_out).transpose(1, 2)
+        return (
+            matmul_nt(a.reshape(n1 * n_out, m), b.reshape(n2 * n_out, m)).reshape(n1, n_out, n2, n_out).transpose(1, 2)
+        )
     if output == "diagonal":
         return torch.bmm(a.transpose(0, 1), b.permute(1, 2, 0)).permute(1, 2, 0)
-    return a.reshape(n1, n_out * m) @ b.reshape(n2, n_out * m).T  # trace; "mean" divides at the end
+    return matmul_nt(a.reshape(n1, n_out * m), b.reshape(n2, n_out * m))  # trace; "mean" divides at the end
 
 
 def block_slices(n: int, size: int) -> list[slice]:

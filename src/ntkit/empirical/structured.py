@@ -31,6 +31,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from ntkit._gemm import matmul_nt
 from ntkit.empirical._common import (
     FeatureCache,
     Problem,
@@ -366,7 +367,7 @@ def _dense_term(a: _Dense, b: _Dense, output: str) -> torch.Tensor:
     d = contract(a.delta, b.delta, output)
     if a.h is None:
         return a.bias * d
-    gram = a.h @ b.h.T
+    gram = matmul_nt(a.h, b.h)
     if a.bias:
         gram = gram + a.bias
     return gram.reshape(*gram.shape, *([1] * (d.ndim - 2))) * d
