@@ -10,7 +10,7 @@ structured empirical NTK (h·h', δ·δ') and in Jacobian contraction. On the CP
 
 MKL picks a slower code path on non-Intel processors, so which backend is fastest depends on the machine, not on
 the code: the first float32/float64 product on the CPU times every available backend on two representative
-shapes (about 0.1-1 s, once per process, dtype and thread count) and keeps the fastest, if it beats torch's
+shapes (about 0.2-1 s, once per process, dtype and thread count) and keeps the fastest, if it beats torch's
 default by more than ``MARGIN``; a backend whose result disagrees with torch's beyond rounding is never chosen.
 The choice can be forced with the environment variable ``NTKIT_GEMM`` (``auto``, ``torch``, ``onednn``,
 ``openblas``) or :func:`set_gemm_backend`.
@@ -36,7 +36,7 @@ ENV_VAR = "NTKIT_GEMM"
 MARGIN = 0.05
 #: (M, K, N) of the calibration products: a square Gram product and a long inner dimension (δ·δ' of a layer).
 CALIBRATION_SHAPES = ((768, 768, 768), (256, 3072, 256))
-CALIBRATION_REPEATS = 5
+CALIBRATION_REPEATS = 7
 
 _forced: str | None = None
 _chosen: dict[tuple[torch.dtype, int], str] = {}
@@ -191,17 +191,19 @@ def _calibrate(dtype: torch.dtype) -> str:
                 _broken.add(name)
                 times.pop(name)
                 break
-    for _ in range(CALIBRATION_REPEATS):  # interleaved, so that a burst of load hits every backend alike
+    # Interleaved repeats, so that a burst of load hits every backend alike, and the fastest repeat of each: on a
+    # shared machine the minimum estimates the unloaded time, a median the load.
+    for _ in range(CALIBRATION_REPEATS):
         for name in times:
             start = time.perf_counter()
             for a, b in problems:
                 _IMPLEMENTATIONS[name](a, b)
             times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
+    fastest = {name: min(t) for name, t in times.items()}
     flops = sum(2 * m * k * n for m, k, n in CALIBRATION_SHAPES)
-    _last_rates[(dtype, torch.get_num_threads())] = {name: flops / t for name, t in medians.items()}
-    best = min(medians, key=medians.get)
-    return best if medians[best] < (1 - MARGIN) * medians["torch"] else "torch"
+    _last_rates[(dtype, torch.get_num_threads())] = {name: flops / t for name, t in fastest.items()}
+    best = min(fastest, key=fastest.get)
+    return best if fastest[best] < (1 - MARGIN) * fastest["torch"] else "torch"
 
 
 def gemm_rates(dtype: torch.dtype) -> dict[str, float]:

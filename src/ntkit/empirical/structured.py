@@ -18,12 +18,25 @@ which is cheaper when there are many positions and small filters, as in CNNs on 
 ``nn.Linear``, ``nn.Conv1d`` and ``nn.Conv2d`` (any stride, padding, padding mode and dilation, groups=1), each
 called once per forward pass, are factored. Every other trainable parameter (norm affines, embeddings, custom
 parameters, shared weights) gets exact per-parameter Jacobian contraction, so the method works on any model.
+
+What is specific to a module type lives in one :class:`LayerHandler` per type, found in :data:`HANDLERS` by the
+module's exact type: whether an instance can be factored, its (P, K, C) sizes, and how its input becomes the
+(B, K, P) patches that its weight multiplies. Factoring a new layer type (attention projections, embeddings) is
+one handler and one :func:`register_handler` call; everything after the patches is shared.
+
+Readout reduction (trace and mean outputs): when the model is an ``nn.Sequential`` ending in
+layer L → elementwise activations → a dense readout R (output f = m_R·W_R·φ(z_L) + b), every output's cotangent
+at L is δ_i(x) = r_i ⊙ φ'(z_L(x)) with r_i = m_R·W_R[i] fixed, so
+
+    Σ_i δ_i(x)·δ_i(x') = Σ_c s_c φ'(z_L)_c φ'(z'_L)_c = u(x)·u(x'),   s_c = Σ_i r_ic²,   u = (Σ_i r_i ⊙ δ_i)/√s,
+
+one product of length C per pair instead of O·C (the largest term of a wide MLP).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,11 +53,113 @@ from ntkit.empirical._common import (
     contract,
 )
 from ntkit.empirical.jacobian import contract_jacobians, per_example_jacobians
-from ntkit.modules import NTKConv1d, NTKConv2d, NTKLinear
+from ntkit.modules import Elementwise, NTKConv1d, NTKConv2d, NTKLinear
 
-# Exact types: a subclass may change forward. The NTK* layers scale W and b by constant multipliers in forward.
-FACTORED_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, NTKLinear, NTKConv1d, NTKConv2d)
 _PROBE_BATCH = 3  # an odd size, so that a layer that moves the batch axis is unlikely to go unnoticed
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One handler per module type
+
+
+class LayerHandler:
+    """What the structured method needs to know about one module type (exact type: a subclass may change forward).
+
+    A handler answers three questions: can this instance be factored (:meth:`can_factor`), what are its sizes
+    (:meth:`sizes`: positions P, fan-in K, outputs C from the shapes seen in a probe pass), and which input
+    numbers each output position reads (:meth:`patches`: the layer input as (B, K, P)). The layer must compute
+    z[:, c, p] = m_W·Σ_k W[c, k] patches[:, k, p] + m_b·b[c] with m_W, m_b its ``weight_multiplier`` and
+    ``bias_multiplier`` attributes (1 when absent).
+    """
+
+    def can_factor(self, module: nn.Module) -> bool:
+        return isinstance(getattr(module, "weight", None), nn.Parameter)  # parametrized weights are computed
+
+    def sizes(self, module: nn.Module, in_shape: torch.Size, out_shape: torch.Size) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def patches(self, lp: LayerPlan, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def cotangents(self, lp: LayerPlan, delta: torch.Tensor) -> torch.Tensor:
+        """∂f_i/∂z as (B, O, C, P), from the (B, O, *z.shape[1:]) that autograd gives (channels first)."""
+        return delta.reshape(*delta.shape[:2], lp.out_features, -1)
+
+
+class LinearHandler(LayerHandler):
+    """``nn.Linear`` on (B, *, K): every leading position p of the input is one application of W."""
+
+    def sizes(self, module, in_shape, out_shape):
+        return math.prod(in_shape[1:-1]), module.in_features, module.out_features
+
+    def patches(self, lp, h):
+        return h.reshape(h.shape[0], -1, lp.fan_in).transpose(1, 2)
+
+    def cotangents(self, lp, delta):  # features last: (B, O, *, C) → (B, O, C, P)
+        b, o = delta.shape[:2]
+        return delta.reshape(b, o, -1, lp.out_features).transpose(2, 3)
+
+
+class ConvHandler(LayerHandler):
+    """``nn.Conv1d``/``nn.Conv2d`` with groups=1: the patches are the padded input windows (``F.unfold``)."""
+
+    def __init__(self, spatial: int):
+        self.spatial = spatial
+
+    def can_factor(self, module):
+        return super().can_factor(module) and module.groups == 1
+
+    def sizes(self, module, in_shape, out_shape):
+        return math.prod(out_shape[2:]), module.in_channels * math.prod(module.kernel_size), module.out_channels
+
+    def patches(self, lp, h):
+        """The (B, C_in·k, P) input windows that the convolution reads, padded exactly as its forward pads them."""
+        conv = lp.module
+        kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
+        padding = list(conv._reversed_padding_repeated_twice)
+        if self.spatial == 1:  # a Conv1d is a Conv2d of height 1
+            h = h.unsqueeze(2)
+            kernel, stride, dilation = (1, *kernel), (1, *stride), (1, *dilation)
+            padding = [*padding, 0, 0]
+        if any(padding):
+            mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
+            h = F.pad(h, padding, mode=mode)
+        patches = F.unfold(h, kernel, dilation=dilation, stride=stride)
+        if patches.shape[-1] != lp.positions:
+            raise RuntimeError(f"layer {lp.name!r}: {patches.shape[-1]} patches for {lp.positions} outputs")
+        return patches
+
+
+_LINEAR, _CONV1D, _CONV2D = LinearHandler(), ConvHandler(1), ConvHandler(2)
+#: Handlers by exact module type. The NTK* layers scale W and b by constant multipliers in forward.
+HANDLERS: dict[type[nn.Module], LayerHandler] = {
+    nn.Linear: _LINEAR,
+    NTKLinear: _LINEAR,
+    nn.Conv1d: _CONV1D,
+    NTKConv1d: _CONV1D,
+    nn.Conv2d: _CONV2D,
+    NTKConv2d: _CONV2D,
+}
+#: Modules that act elementwise (the readout reduction may look through them); BatchNorm/Dropout are excluded
+#: because their per-example status depends on the mode.
+ELEMENTWISE_MODULES = (
+    nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.SiLU, nn.ELU, nn.Softplus, nn.Identity, Elementwise,
+)  # fmt: skip
+
+
+def register_handler(module_type: type[nn.Module], handler: LayerHandler) -> None:
+    """Factor modules of exactly ``module_type`` with ``handler`` (replacing any handler it had)."""
+    if not (isinstance(module_type, type) and issubclass(module_type, nn.Module)):
+        raise TypeError(f"module_type must be an nn.Module subclass; got {module_type!r}")
+    if not isinstance(handler, LayerHandler):
+        raise TypeError(f"handler must be a LayerHandler; got {type(handler).__name__}")
+    HANDLERS[module_type] = handler
+
+
+def handler_for(module: nn.Module) -> LayerHandler | None:
+    """The handler that factors ``module``, or None (its parameters then go to the Jacobian fallback)."""
+    handler = HANDLERS.get(type(module))
+    return handler if handler is not None and handler.can_factor(module) else None
 
 
 @dataclass
@@ -53,6 +168,7 @@ class LayerPlan:
 
     name: str
     module: nn.Module
+    handler: LayerHandler
     weight: bool  # the weight is trainable
     bias: bool  # a bias exists and is trainable
     positions: int  # P: positions the layer is applied at (1 for a Linear on vectors)
@@ -61,6 +177,7 @@ class LayerPlan:
     strategy: str = "dense"  # "dense" (P = 1) | "pairs" | "gradient"
     weight_multiplier: float = 1.0  # the forward pass uses weight_multiplier · W (see ntkit.modules)
     bias_multiplier: float = 1.0
+    readout: nn.Module | None = field(default=None, repr=False)  # a dense readout reached elementwise (see top)
 
 
 @dataclass
@@ -78,11 +195,11 @@ def make_plan(problem: Problem) -> StructuredPlan:
     def watch(module, args, out):
         calls.setdefault(module, []).append((args[0].shape, out.shape))
 
-    candidates = [(name, m) for name, m in model.named_modules() if _can_factor(m)]
-    uses = _ParameterUses({id(p): m for _, m in candidates for p in (m.weight, m.bias) if p is not None})
-    handles = [m.register_forward_hook(watch) for _, m in candidates]
-    handles += [m.register_forward_pre_hook(uses.enter) for _, m in candidates]
-    handles += [m.register_forward_hook(uses.leave) for _, m in candidates]
+    candidates = [(name, m, h) for name, m in model.named_modules() if (h := handler_for(m)) is not None]
+    uses = _ParameterUses({id(p): m for _, m, _ in candidates for p in (m.weight, m.bias) if p is not None})
+    handles = [m.register_forward_hook(watch) for _, m, _ in candidates]
+    handles += [m.register_forward_pre_hook(uses.enter) for _, m, _ in candidates]
+    handles += [m.register_forward_hook(uses.leave) for _, m, _ in candidates]
     try:
         with torch.no_grad(), uses:
             model(problem.x1[:1].expand(_PROBE_BATCH, *problem.x1.shape[1:]))
@@ -95,7 +212,7 @@ def make_plan(problem: Problem) -> StructuredPlan:
         owners[id(p)] = owners.get(id(p), 0) + 1
 
     layers, factored_ids = [], set()
-    for name, m in candidates:
+    for name, m, handler in candidates:
         trainable = [p for p in (m.weight, m.bias) if p is not None and p.requires_grad]
         seen = calls.get(m, [])
         shared = any(owners[id(p)] > 1 or id(p) in uses.outside for p in trainable)
@@ -104,11 +221,50 @@ def make_plan(problem: Problem) -> StructuredPlan:
         in_shape, out_shape = seen[0]
         if in_shape[0] != _PROBE_BATCH or out_shape[0] != _PROBE_BATCH or len(in_shape) < 2:
             continue  # the layer does not see examples along axis 0
-        layers.append(_layer_plan(name, m, in_shape, out_shape))
+        positions, fan_in, out_features = handler.sizes(m, in_shape, out_shape)
+        layers.append(
+            LayerPlan(
+                name, m, handler, m.weight.requires_grad, m.bias is not None and m.bias.requires_grad,
+                positions, fan_in, out_features,
+                weight_multiplier=float(getattr(m, "weight_multiplier", 1.0)),
+                bias_multiplier=float(getattr(m, "bias_multiplier", 1.0)),
+            )
+        )  # fmt: skip
         factored_ids.update(id(p) for p in trainable)
     fallback = {n: p for n, p in problem.params.items() if id(p) not in factored_ids}
     macs = sum(lp.positions * lp.fan_in * lp.out_features for lp in layers)
-    return StructuredPlan(layers, fallback, macs)
+    plan = StructuredPlan(layers, fallback, macs)
+    _find_readout(plan, model)
+    return plan
+
+
+def _find_readout(plan: StructuredPlan, model: nn.Module) -> None:
+    """Mark the layer L of ``... → L → elementwise → readout R`` (the end of an ``nn.Sequential``), both dense
+    on vectors and R the model's last module, for the readout reduction described at the top."""
+    leaves = _sequential_leaves(model)
+    by_module = {lp.module: lp for lp in plan.layers}
+    if not leaves or leaves[-1] not in by_module:
+        return
+    readout = by_module[leaves[-1]]
+    if readout.positions != 1 or not isinstance(readout.handler, LinearHandler):
+        return
+    i = len(leaves) - 2
+    while i >= 0 and isinstance(leaves[i], ELEMENTWISE_MODULES):
+        i -= 1
+    last_hidden = by_module.get(leaves[i]) if i >= 0 else None
+    if last_hidden is not None and last_hidden.positions == 1 and isinstance(last_hidden.handler, LinearHandler):
+        last_hidden.readout = readout.module
+
+
+def _sequential_leaves(model: nn.Module) -> list[nn.Module] | None:
+    """The modules an ``nn.Sequential`` (nested ones flattened) applies in order, or None for other models."""
+    if type(model) is not nn.Sequential:
+        return None
+    leaves = []
+    for child in model:
+        inner = _sequential_leaves(child)
+        leaves.extend(inner if inner is not None else [child])
+    return leaves
 
 
 class _ParameterUses(TorchFunctionMode):
@@ -136,22 +292,6 @@ class _ParameterUses(TorchFunctionMode):
             if isinstance(value, torch.Tensor) and self.owner_of.get(id(value), self.inside) is not self.inside:
                 self.outside.add(id(value))
         return func(*args, **kwargs)
-
-
-def _can_factor(m: nn.Module) -> bool:
-    if type(m) not in FACTORED_MODULES or not isinstance(m.weight, nn.Parameter):
-        return False  # parametrized weights are computed, not leaves
-    return isinstance(m, nn.Linear) or m.groups == 1
-
-
-def _layer_plan(name: str, m: nn.Module, in_shape: torch.Size, out_shape: torch.Size) -> LayerPlan:
-    weight = m.weight.requires_grad
-    bias = m.bias is not None and m.bias.requires_grad
-    scales = {k: float(getattr(m, k, 1.0)) for k in ("weight_multiplier", "bias_multiplier")}
-    if isinstance(m, nn.Linear):
-        return LayerPlan(name, m, weight, bias, math.prod(in_shape[1:-1]), m.in_features, m.out_features, **scales)
-    fan_in = m.in_channels * math.prod(m.kernel_size)
-    return LayerPlan(name, m, weight, bias, math.prod(out_shape[2:]), fan_in, m.out_channels, **scales)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,7 +332,7 @@ def structured_flops(plan: StructuredPlan, problem: Problem) -> float:
     cost = n_ex * (1 + 2 * o) * plan.forward_macs
     for lp in plan.layers:
         if lp.strategy == "dense":
-            cost += n1 * n2 * (lp.fan_in + per_pair_o * lp.out_features)
+            cost += n1 * n2 * (lp.fan_in + _dense_outputs(lp, problem) * lp.out_features)
         elif lp.strategy == "pairs":
             cost += n1 * n2 * lp.positions**2 * (lp.fan_in + o * lp.out_features)
         else:
@@ -201,6 +341,13 @@ def structured_flops(plan: StructuredPlan, problem: Problem) -> float:
     if n_fallback:
         cost += n_ex * 3 * o * (plan.forward_macs + n_fallback) + n1 * n2 * per_pair_o * n_fallback
     return float(cost)
+
+
+def _dense_outputs(lp: LayerPlan, problem: Problem) -> int:
+    """Output rows a dense layer's δ·δ' contracts per pair: 1 after the readout reduction, else O (O² for full)."""
+    if lp.readout is not None and problem.output in ("trace", "mean"):
+        return 1
+    return problem.n_outputs * (problem.n_outputs if problem.output == "full" else 1)
 
 
 def feature_bytes_per_example(plan: StructuredPlan, problem: Problem) -> float:
@@ -248,7 +395,10 @@ def layer_factors(plan: StructuredPlan, problem: Problem, x: torch.Tensor) -> li
         bias_sq = lp.bias_multiplier**2 if lp.bias else 0.0
         b, o, c, p = delta.shape
         if lp.strategy == "dense":
-            factors.append(_Dense(h[:, :, 0] if lp.weight else None, delta[..., 0], bias_sq))
+            delta = delta[..., 0]
+            if lp.readout is not None and problem.output in ("trace", "mean"):
+                delta = _reduce_through_readout(delta, lp.readout)
+            factors.append(_Dense(h[:, :, 0] if lp.weight else None, delta, bias_sq))
         elif lp.strategy == "pairs":
             flat = delta.permute(0, 3, 1, 2).reshape(b, p, o * c)
             factors.append(_Pairs(h.transpose(1, 2) if lp.weight else None, flat, bias_sq))
@@ -262,6 +412,20 @@ def layer_factors(plan: StructuredPlan, problem: Problem, x: torch.Tensor) -> li
     if plan.fallback:
         factors.append(per_example_jacobians(problem.model, plan.fallback, x))
     return factors
+
+
+def _reduce_through_readout(delta: torch.Tensor, readout: nn.Module) -> torch.Tensor:
+    """(B, O, C) cotangents δ_i = r_i ⊙ g of the layer before a dense readout → (B, 1, C) u = (Σ_i r_i ⊙ δ_i)/√s
+    with r = m_R·W_R and s = Σ_i r_i², so that u(x)·u(x') = Σ_i δ_i(x)·δ_i(x') (see the module docstring).
+    Where s_c = 0 every δ_ic is 0, and so is u_c."""
+    rows = readout.weight.detach() * float(getattr(readout, "weight_multiplier", 1.0))  # (O, C)
+    scale = rows.square().sum(0)
+    root = scale.sqrt()
+    u = delta[:, 0] * rows[0]
+    for i in range(1, rows.shape[0]):  # O fused multiply-adds over (B, C): no (B, O, C) temporary
+        u.addcmul_(delta[:, i], rows[i])
+    u = torch.where(scale > 0, u / torch.where(scale > 0, root, 1.0), 0.0)
+    return u.unsqueeze(1)
 
 
 def _inputs_and_cotangents(plan: StructuredPlan, problem: Problem, x: torch.Tensor):
@@ -317,31 +481,8 @@ def _output_cotangents(out: torch.Tensor, zs: list[torch.Tensor]) -> list[torch.
 
 
 def _positional(lp: LayerPlan, h: torch.Tensor, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer input as patches (B, K, P) and cotangents as (B, O, C, P), for any factored layer (views when the
-    layout allows)."""
-    b, o = delta.shape[:2]
-    if isinstance(lp.module, nn.Linear):
-        h = h.reshape(b, -1, lp.fan_in).transpose(1, 2)
-        return h, delta.reshape(b, o, -1, lp.out_features).transpose(2, 3)
-    patches = _conv_patches(lp.module, h)
-    if patches.shape[-1] != lp.positions:
-        raise RuntimeError(f"layer {lp.name!r}: {patches.shape[-1]} patches for {lp.positions} outputs")
-    return patches, delta.reshape(b, o, lp.out_features, -1)
-
-
-def _conv_patches(conv: nn.Conv1d | nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
-    """The (B, C_in·k, P) input windows that a Conv1d/Conv2d reads, padded exactly as its forward pads them."""
-    if isinstance(conv, nn.Conv1d):
-        h = h.unsqueeze(2)  # a Conv1d is a Conv2d of height 1
-        kernel, stride, dilation = (1, *conv.kernel_size), (1, *conv.stride), (1, *conv.dilation)
-        padding = [*conv._reversed_padding_repeated_twice, 0, 0]
-    else:
-        kernel, stride, dilation = conv.kernel_size, conv.stride, conv.dilation
-        padding = list(conv._reversed_padding_repeated_twice)
-    if any(padding):
-        mode = "constant" if conv.padding_mode == "zeros" else conv.padding_mode
-        h = F.pad(h, padding, mode=mode)
-    return F.unfold(h, kernel, dilation=dilation, stride=stride)
+    """Layer input as patches (B, K, P) and cotangents as (B, O, C, P), by the layer's handler."""
+    return lp.handler.patches(lp, h), lp.handler.cotangents(lp, delta)
 
 
 # ---------------------------------------------------------------------------------------------------------------
