@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ntkit.empirical._common import Problem, check_request
+from ntkit.empirical._costs import estimated_seconds
 from ntkit.empirical.jacobian import ntk_jacobian_contraction
 from ntkit.empirical.products import ntk_ntk_vector_products
 from ntkit.empirical.structured import (
@@ -13,7 +14,6 @@ from ntkit.empirical.structured import (
     choose_strategies,
     make_plan,
     ntk_structured,
-    structured_flops,
 )
 
 
@@ -46,8 +46,8 @@ def empirical_ntk(
     method:
         ``"jacobian_contraction"`` (per-example Jacobians, contracted per parameter tensor),
         ``"ntk_vector_products"`` (vjp then jvp, bounded memory), ``"structured"`` (layer-wise factored,
-        Novak et al. 2022; usually fastest), or ``"auto"`` (the one with the fewest multiply-adds for these
-        shapes).
+        Novak et al. 2022; usually fastest), or ``"auto"`` (the one with the least estimated time for these
+        shapes: multiply-adds priced at measured throughput, :mod:`ntkit.empirical._costs`).
     output:
         ``"mean"`` (N1, N2): trace / O, the kernel that converges to the infinite-width NTK (default);
         ``"trace"`` (N1, N2): Σ_i Θ_ii; ``"diagonal"`` (N1, N2, O): Θ_ii; ``"full"`` (N1, N2, O, O).
@@ -92,23 +92,10 @@ def empirical_ntk(
 
 
 def choose_method(problem: Problem, plan: StructuredPlan) -> str:
-    """The method with the fewest estimated multiply-adds.
-
-    With F the forward multiply-adds of one example, P the number of trainable parameters and O outputs:
-    Jacobian contraction costs ≈ 3·O·F per example + O·P per pair (O²·P for "full"); NTK-vector products
-    ≈ 2·O·F per pair; structured ≈ (1 + 2·O)·F per example + Σ_layers (K + O·C) per pair (see
-    :mod:`ntkit.empirical.structured`).
-    """
+    """The method with the least estimated time: multiply-adds of each kind of work priced at the throughput
+    measured for that kind (:mod:`ntkit.empirical._costs`), not multiply-adds alone."""
     if not plan.layers:
         return "jacobian_contraction"  # nothing to factor: structured would be Jacobian contraction plus overhead
     choose_strategies(plan, problem, max(problem.x1.shape[0], problem.x2.shape[0]))
-    n1, n2, o = problem.x1.shape[0], problem.x2.shape[0], problem.n_outputs
-    n_ex = n1 if problem.symmetric else n1 + n2
-    forward = plan.forward_macs + problem.n_params
-    per_pair_o = o * (o if problem.output == "full" else 1)
-    costs = {
-        "structured": structured_flops(plan, problem),
-        "jacobian_contraction": n_ex * 3 * o * forward + n1 * n2 * per_pair_o * problem.n_params,
-        "ntk_vector_products": n_ex * 3 * o * forward + n1 * n2 * 2 * o * forward,
-    }
+    costs = estimated_seconds(problem, plan)
     return min(costs, key=costs.get)

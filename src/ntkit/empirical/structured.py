@@ -324,23 +324,35 @@ def _gradient_cost(lp: LayerPlan, problem: Problem, n1: int, n2: int) -> float:
     return n_ex * o * width * lp.positions + n1 * n2 * per_pair
 
 
-def structured_flops(plan: StructuredPlan, problem: Problem) -> float:
-    """Multiply-adds of the structured method, for ``method="auto"``."""
+def structured_work(plan: StructuredPlan, problem: Problem) -> dict[str, float]:
+    """Multiply-adds of the structured method by kind of work, for ``method="auto"``
+    (:mod:`ntkit.empirical._costs` prices each kind at its measured throughput).
+
+    ``"linear"``/``"conv"``: per-example forward and O backward passes through the factored layers of each type,
+    (1 + 2·O)·MACs per example, plus O·MACs for a layer whose weight gradient is formed; ``"pairs"``: the pair
+    contractions of the factored layers; ``"fallback_example"``/``"fallback_pairs"``: the exact Jacobian
+    contraction of the parameters outside factored layers.
+    """
     n1, n2, o = problem.x1.shape[0], problem.x2.shape[0], problem.n_outputs
     n_ex = n1 if problem.symmetric else n1 + n2
     per_pair_o = o * (o if problem.output == "full" else 1)
-    cost = n_ex * (1 + 2 * o) * plan.forward_macs
+    work = dict.fromkeys(("linear", "conv", "pairs", "fallback_example", "fallback_pairs"), 0.0)
     for lp in plan.layers:
+        macs = lp.positions * lp.fan_in * lp.out_features
+        kind = "linear" if isinstance(lp.handler, LinearHandler) else "conv"
+        work[kind] += n_ex * (1 + 2 * o) * macs
         if lp.strategy == "dense":
-            cost += n1 * n2 * (lp.fan_in + _dense_outputs(lp, problem) * lp.out_features)
+            work["pairs"] += n1 * n2 * (lp.fan_in + _dense_outputs(lp, problem) * lp.out_features)
         elif lp.strategy == "pairs":
-            cost += n1 * n2 * lp.positions**2 * (lp.fan_in + o * lp.out_features)
+            work["pairs"] += n1 * n2 * lp.positions**2 * (lp.fan_in + o * lp.out_features)
         else:
-            cost += _gradient_cost(lp, problem, n1, n2)
+            work[kind] += n_ex * o * macs  # forming the per-example weight gradient
+            work["pairs"] += _gradient_cost(lp, problem, n1, n2) - n_ex * o * macs
     n_fallback = sum(p.numel() for p in plan.fallback.values())
     if n_fallback:
-        cost += n_ex * 3 * o * (plan.forward_macs + n_fallback) + n1 * n2 * per_pair_o * n_fallback
-    return float(cost)
+        work["fallback_example"] = float(n_ex * 3 * o * (plan.forward_macs + n_fallback))
+        work["fallback_pairs"] = float(n1 * n2 * per_pair_o * n_fallback)
+    return work
 
 
 def _dense_outputs(lp: LayerPlan, problem: Problem) -> int:
