@@ -73,6 +73,7 @@ ARCHS = {
             nk.Residual(nk.ReLU(), nk.Linear(6, W_std=0.7)),
             nk.Parallel(nk.Linear(6), nk.Sequential(nk.Erf(), nk.Linear(6, b_std=0.2))),
             nk.Parallel(nk.Sequential(nk.ReLU(), nk.Linear(4)), nk.Linear(2), combine="concat"),
+            nk.Linear(5),  # a concatenation mixes two Gaussians: a Linear makes one again before LayerNorm
             nk.LayerNorm(),
         ),
         _dense,
