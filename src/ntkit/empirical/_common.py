@@ -218,6 +218,15 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations
     return (out, counted[0] // x.shape[0]) if count_activations else out
 
 
+def fixed_values(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` by name, detached: the values ``functional_call`` holds fixed.
+
+    Detached so that differentiating with respect to some parameters never records a graph back to the model's
+    own (``requires_grad=True``) tensors; a kernel built from them is then a plain tensor.
+    """
+    return {name: value.detach() for name, value in (*model.named_parameters(), *model.named_buffers())}
+
+
 def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
     """``torch.func.vmap(fn, in_dims)``, or the same map as a Python loop when vmap cannot batch ``fn``.
 
@@ -287,7 +296,8 @@ def assemble(
     """Fill the (N1, N2, ...) kernel block by block with ``pair_block(rows, cols)``.
 
     When x2 was omitted only blocks on and above the diagonal are computed; the others are mirrored, and the
-    diagonal blocks are symmetrised so that the result is exactly symmetric.
+    diagonal blocks are symmetrised so that the result is exactly symmetric. Each block is detached as it is
+    stored, so the kernel is a plain tensor (no ``grad_fn``) and no block keeps an autograd graph alive.
     """
     n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
     out = torch.empty(
@@ -298,7 +308,7 @@ def assemble(
     rows, cols = block_slices(n1, block_size), block_slices(n2, block_size)
     pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (problem.symmetric and j < i)]
     for i, j in _progress(pairs, progress):
-        block = pair_block(rows[i], cols[j])
+        block = pair_block(rows[i], cols[j]).detach()
         if problem.symmetric and i == j:
             block = 0.5 * (block + mirror(block, problem.output))
         out[rows[i], cols[j]] = block

@@ -23,6 +23,7 @@ from ntkit.empirical._common import (
     assemble,
     block_size_for,
     check_request,
+    fixed_values,
     vmap_or_loop,
 )
 
@@ -30,7 +31,7 @@ from ntkit.empirical._common import (
 def _batch_function(problem: Problem):
     """θ ↦ f(θ, x) as a pure function of the trainable parameters, outputs flattened to (N, O)."""
     model = problem.model
-    fixed = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    fixed = fixed_values(model)
     names = list(problem.params)
 
     def f(flat_params: tuple[torch.Tensor, ...], x: torch.Tensor) -> torch.Tensor:
@@ -106,13 +107,16 @@ def ntk_vector_product(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tenso
 
     (Θ v)(x1_a)_i = Σ_{b,j} Θ(x1_a, x2_b)_{ij} v_{bj} = [J(x1) (J(x2)ᵀ v)]_{ai}.
 
-    Returns a (N1, O) tensor. This is the matrix-free operator that iterative solvers need.
+    Returns a (N1, O) plain tensor (detached, like every kernel ntkit returns). This is the matrix-free operator
+    that iterative solvers need.
     """
     problem = check_request(model, x1, x2, "ntk_vector_products", "full", None)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a torch.Tensor of shape (N2, O); got {type(v).__name__}")
     if v.shape != (x2.shape[0], problem.n_outputs):
         raise ValueError(f"v must have shape (N2, O) = {(x2.shape[0], problem.n_outputs)}; got {tuple(v.shape)}")
     f, theta = _batch_function(problem)
     with torch.enable_grad():
         _, pullback = vjp(lambda t: f(t, problem.x2), theta)
-        (u,) = pullback(v.to(theta[0].dtype))
-        return jvp(lambda t: f(t, problem.x1), (theta,), (u,))[1]
+        (u,) = pullback(v.detach().to(theta[0].dtype))
+        return jvp(lambda t: f(t, problem.x1), (theta,), (u,))[1].detach()
