@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
@@ -241,10 +241,16 @@ def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
             return batched(*args)
         except RuntimeError:
             dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
-            size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
-            results = [
-                fn(*(a if d is None else a.select(d, k) for a, d in zip(args, dims, strict=True))) for k in range(size)
-            ]
+            # an argument may be a tensor or a tuple/list/dict of tensors (a pytree), all mapped over axis d
+            size = next(tree_leaves(a)[0].shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+
+            def nth(k: int):
+                return (
+                    a if d is None else tree_map(lambda t, d=d: t.select(d, k), a)
+                    for a, d in zip(args, dims, strict=True)
+                )
+
+            results = [fn(*nth(k)) for k in range(size)]
             return tree_map(lambda *parts: torch.stack(parts), *results)
 
     return mapped

@@ -42,6 +42,53 @@ def _batch_function(problem: Problem):
     return f, theta
 
 
+ALTERNATIVES = "method='structured' or method='jacobian_contraction' (reverse mode only)"
+
+
+def forward_mode_blocker(problem: Problem) -> str | None:
+    """None if forward-mode AD (``jvp``) runs through ``problem.model``, else a description of the module where it
+    stops and why.
+
+    Some kernels have no forward-mode derivative in PyTorch: ``nn.MultiheadAttention``'s fused attention
+    (``_native_multi_head_attention``, SDPA) and ``nn.LSTM``/``nn.GRU`` in float32 on the CPU
+    (``mkldnn_rnn_layer``). One jvp of one example along a tangent of ones finds out cheaply, before any block is
+    computed. The module named is the innermost one whose forward was running when the jvp failed.
+    """
+    f, theta = _batch_function(problem)
+    running: list[tuple[str, torch.nn.Module]] = []
+
+    def enter(name: str, module: torch.nn.Module) -> None:
+        running.append((name, module))
+
+    def leave(module: torch.nn.Module, args, out) -> None:  # returns None: the output is left as it is
+        running.pop()
+
+    handles = []
+    for name, module in problem.model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda m, args, name=name: enter(name, m)))
+        handles.append(module.register_forward_hook(leave))
+    try:
+        with torch.enable_grad():
+            jvp(lambda t: f(t, problem.x1[:1]), (theta,), (tuple(torch.ones_like(t) for t in theta),))
+    except (NotImplementedError, RuntimeError) as err:
+        name, module = running[-1] if running else ("", problem.model)
+        where = f"module {name!r} ({type(module).__name__})" if name else f"the model ({type(module).__name__})"
+        return f"{where}: {type(err).__name__}: {str(err).splitlines()[0]}"
+    finally:
+        for handle in handles:
+            handle.remove()
+    return None
+
+
+def check_forward_mode(problem: Problem, what: str, instead: str = ALTERNATIVES) -> None:
+    """A ValueError naming the module without forward-mode AD (see :func:`forward_mode_blocker`) and what works."""
+    blocker = forward_mode_blocker(problem)
+    if blocker is not None:
+        raise ValueError(
+            f"{what} needs forward-mode AD (jvp), which PyTorch does not implement for {blocker}; use {instead}"
+        )
+
+
 def _kernel_columns(problem: Problem, f, theta, x1: torch.Tensor, x2_chunk: torch.Tensor) -> torch.Tensor:
     """Θ(x1, x2_chunk) as (C, O, B1, O): for each x2 example c and its output j, the column J(x1)·J(x2_c)ᵀe_j."""
     n_out = problem.n_outputs
@@ -111,6 +158,12 @@ def ntk_vector_product(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tenso
     that iterative solvers need.
     """
     problem = check_request(model, x1, x2, "ntk_vector_products", "full", None)
+    check_forward_mode(
+        problem,
+        "ntk_vector_product",
+        "ntkit.empirical_ntk(model, x1, x2, method='structured', output='full') contracted with v, "
+        "Θv = einsum('abij,bj->ai', Θ, v)",
+    )
     if not isinstance(v, torch.Tensor):
         raise TypeError(f"v must be a torch.Tensor of shape (N2, O); got {type(v).__name__}")
     if v.shape != (x2.shape[0], problem.n_outputs):
