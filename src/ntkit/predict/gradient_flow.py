@@ -271,14 +271,22 @@ def gradient_descent_mse_ensemble(
     """Mean and covariance over random initialisations of infinitely wide networks trained by gradient flow.
 
     With f(0) ~ GP(0, K) (the NNGP), dynamics kernel D (Θ when every layer trains, ``get="ntk"``; K when only
-    the readout trains, ``get="nngp"``) and A(t) = D_{*X} D⁻¹ (I − e^{−ηtD/(NO)}) (Lee et al. 2019, eqs. 15–16):
+    the readout trains, ``get="nngp"``) and A(t) = D_{*X} D̃⁻¹ (I − e^{−ηtD̃/(NO)}) (Lee et al. 2019, eqs. 15–16):
 
         mean(t) = A(t) y,
-        cov(t)  = K_{**} + A(t) K_{XX} A(t)ᵀ − A(t) K_{X*} − K_{*X} A(t)ᵀ.
+        cov(t)  = K_{**} + A(t) K̃_{XX} A(t)ᵀ − A(t) K_{X*} − K_{*X} A(t)ᵀ.
+
+    Regularisation, one convention for every t and both ``get``: ``diag_reg`` ε acts as independent noise on the
+    *training* outputs, so every train-train kernel is regularised, D̃ = D_{XX} + ε·s_D·I and
+    K̃_{XX} = K_{XX} + ε·s_K·I (s the mean of the kernel's diagonal, or 1 with ``diag_reg_absolute_scale``),
+    while the test-train and test-test kernels are not. For ``get="nngp"`` at t = ∞ the covariance is then
+    exactly the GP posterior of :func:`gp_inference`, K_{**} − K_{*X} (K_{XX} + εI)⁻¹ K_{X*}, and at any t it
+    is K_{**} − K_{*X} K̃⁻¹ (I − e^{−2ηtK̃/(NO)}) K_{X*}, as in neural-tangents. (For ``get="ntk"``
+    neural-tangents puts the unregularised K_{XX} in the A K Aᵀ term; the two differ by ε·s_K·A Aᵀ.)
 
     Returns ``predict(t=None, x_test=None, get="ntk", compute_cov=False) -> Gaussian``; ``x_test=None`` predicts
-    on the training points. ``arch`` is an ntkit architecture (``arch.kernel(x1, x2)`` gives ``.nngp`` and
-    ``.ntk``).
+    on the training points, the same as ``x_test=x_train``. ``arch`` is an ntkit architecture
+    (``arch.kernel(x1, x2)`` gives ``.nngp`` and ``.ntk``).
     """
     if not callable(getattr(arch, "kernel", None)):
         raise TypeError(f"arch must be an ntkit architecture with a .kernel(x1, x2) method; got {type(arch).__name__}")
@@ -290,10 +298,10 @@ def gradient_descent_mse_ensemble(
     rate = learning_rate / (n * o)
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
-    eig = {}
-    for get in ("ntk", "nngp"):
-        d = _regularized(getattr(k_train, get), diag_reg, diag_reg_absolute_scale)
-        eig[get] = _eigen(d)
+    regularized = {
+        get: _regularized(getattr(k_train, get), diag_reg, diag_reg_absolute_scale) for get in ("ntk", "nngp")
+    }
+    eig = {get: _eigen(d) for get, d in regularized.items()}
 
     def predict(t=None, x_test: torch.Tensor | None = None, get: str = "ntk", compute_cov: bool = False) -> Gaussian:
         if get not in ("ntk", "nngp"):
@@ -316,7 +324,7 @@ def gradient_descent_mse_ensemble(
         cov = None
         if compute_cov:
             ak = a @ k_cross.T.unsqueeze(0) if x_test is not None else a @ k_train.nngp
-            cov = k_test + a @ k_train.nngp @ a.transpose(1, 2) - ak - ak.transpose(1, 2)
+            cov = k_test + a @ regularized["nngp"] @ a.transpose(1, 2) - ak - ak.transpose(1, 2)
         if not vector:
             return Gaussian(mean[0], None if cov is None else cov[0])
         return Gaussian(mean, cov)
