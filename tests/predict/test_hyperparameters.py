@@ -76,9 +76,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
-    "call, argument, value, error", CASES, ids=[f"{c.__name__}-{a}={v!r}" for c, a, v, _ in CASES]
-)
+@pytest.mark.parametrize("call, argument, value, error", CASES, ids=[f"{c.__name__}-{a}={v!r}" for c, a, v, _ in CASES])
 def test_bad_hyperparameter_is_named(call, argument, value, error):
     with pytest.raises(error, match=argument):
         call(**{argument: value})
