@@ -108,7 +108,7 @@ def _positive(option: str):
 
 
 def _regimes(args: argparse.Namespace) -> int:
-    from ntkit.regimes.experiment import run_regimes
+    from ntkit.examples.regimes_sweep import run_regimes
 
     out = Path(args.out or f"results/regimes/{args.task}")
     print(
@@ -148,8 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
     demo.set_defaults(run=_demo)
 
+    from ntkit.data.tasks import TASKS
     from ntkit.regimes.parameterization import PARAMETERIZATIONS
-    from ntkit.regimes.tasks import TASKS
 
     regimes = sub.add_parser("regimes", help="lazy training against feature learning across widths and "
                              "parameterizations; writes a report folder")  # fmt: skip

@@ -34,22 +34,15 @@ import torch
 from tqdm.auto import tqdm
 
 from ntkit._plotting import pyplot, save_figure
-from ntkit.data import digits
+from ntkit.data.tasks import Task, digit_value_task
 from ntkit.empirical import empirical_ntk
+from ntkit.examples.common import log_log_slope, stable_learning_rate
 from ntkit.infinite import Conv2d, GlobalAvgPool2d, Linear, ReLU, Sequential
-from ntkit.predict import gradient_descent_mse, max_learning_rate
+from ntkit.predict import gradient_descent_mse
 
 ARCHITECTURES = ("mlp", "cnn")
 DEFAULT_WIDTHS = (64, 256, 1024, 4096)
 DEFAULT_TIMES = (10, 30, 100)
-
-
-@dataclass
-class Task:
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
 
 
 @dataclass
@@ -79,15 +72,11 @@ def architecture(name: str, width: int) -> Sequential:
 
 
 def task(name: str, dtype: torch.dtype = torch.float64) -> Task:
-    """Digit-value regression on scikit-learn's 8×8 digits: images (N, 1, 8, 8) for ``cnn``, pixels (N, 64) for
-    ``mlp``, scaled to [−1, 1]; targets (N, 1) = digit · 2/9 − 1."""
+    """The digit-value task (:func:`ntkit.data.tasks.digit_value_task`) shaped for ``name``: images (N, 1, 8, 8)
+    for ``cnn``, pixels (N, 64) for ``mlp``."""
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {name!r}")
-    images, labels = digits(dtype)
-    x = images * 2 - 1
-    x = x.flatten(1) if name == "mlp" else x
-    y = labels.to(dtype).unsqueeze(1) / 9 * 2 - 1
-    return Task(x[:64], y[:64], x[64:192], y[64:192])
+    return digit_value_task(images=name == "cnn", dtype=dtype)
 
 
 def run_one(name: str, width: int, seed: int, times: tuple[int, ...], data: Task, learning_rate: float) -> Run:
@@ -133,13 +122,6 @@ def run_one(name: str, width: int, seed: int, times: tuple[int, ...], data: Task
     )
 
 
-def stable_learning_rate(name: str, data: Task, fraction: float = 0.5) -> float:
-    """``fraction`` of the largest stable step for the infinite-width NTK on the training inputs: one step size for
-    every width, so that only the width changes along a sweep."""
-    k = architecture(name, 1).kernel(data.x_train).ntk
-    return fraction * max_learning_rate(k)
-
-
 def run(
     architectures: tuple[str, ...] = ARCHITECTURES,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
@@ -158,18 +140,11 @@ def run(
         architecture(name, 1)  # unknown names fail before any work
     jobs = [(a, w, s) for a in architectures for w in widths for s in range(seeds)]
     data = {a: task(a) for a in architectures}
-    rates = {a: stable_learning_rate(a, data[a]) for a in architectures}
+    rates = {a: stable_learning_rate(architecture(a, 1), data[a], 0.5) for a in architectures}
     runs = []
     for a, w, s in tqdm(jobs, desc="training", unit="net", disable=not progress):
         runs.append(run_one(a, w, s, tuple(sorted(times)), data[a], rates[a]))
     return runs
-
-
-def slope(widths: list[int], gaps: list[float]) -> float:
-    """Least-squares slope of log(gap) against log(width)."""
-    lw, lg = torch.tensor(widths, dtype=torch.float64).log(), torch.tensor(gaps, dtype=torch.float64).log()
-    lw = lw - lw.mean()
-    return float((lw * (lg - lg.mean())).sum() / (lw * lw).sum())
 
 
 def summary(runs: list[Run]) -> list[dict]:
@@ -195,7 +170,7 @@ def slopes(rows: list[dict]) -> dict[str, float]:
         group = [r for r in rows if r["architecture"] == a]
         last = [k for k in group[0] if k.startswith("test_gap_t")][-1]
         if len(group) > 1:
-            out[a] = slope([r["width"] for r in group], [r[last] for r in group])
+            out[a] = log_log_slope([r["width"] for r in group], [r[last] for r in group])
     return out
 
 

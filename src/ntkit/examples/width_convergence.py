@@ -10,41 +10,34 @@ from f ≡ 0 ends at kernel ridge(less) regression with that kernel (Lee et al.,
 
     f_∞(x) = Θ(x, X) (Θ(X, X) + λI)⁻¹ y.
 
-Nothing is trained here: the kernel of each width is computed at initialisation with :func:`ntkit.empirical_ntk`.
+The network is the layer spec ``Sequential(Linear(m, b_std=1), ReLU(), Linear(1))``: ``arch.build`` gives the
+finite network and ``arch.kernel`` its exact limit. Nothing is trained here: the kernel of each width is computed at
+initialisation with :func:`ntkit.empirical_ntk`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ntkit._plotting import pyplot, save_figure
 from ntkit.data import sin_regression
 from ntkit.empirical import empirical_ntk
-from ntkit.infinite.activations import relu_kernels
+from ntkit.infinite import Linear, ReLU, Sequential
 
 DEFAULT_WIDTHS = (64, 256, 1024, 4096)
 
 
-class TwoLayerReLU(nn.Module):
-    """f(x) = (1/√m) · a · relu(W x / √d + b), every parameter N(0, 1) (NTK parameterization)."""
+def architecture(width: int) -> Sequential:
+    """f(x) = (1/√m) · a · relu(W x / √d + b), every parameter N(0, 1) (NTK parameterization), as a layer spec.
 
-    def __init__(self, width: int, in_features: int = 1, *, generator: torch.Generator | None = None):
-        super().__init__()
-        self.hidden = nn.Linear(in_features, width)
-        self.readout = nn.Linear(width, 1, bias=False)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d, m = self.hidden.in_features, self.hidden.out_features
-        h = torch.relu(self.hidden(x / math.sqrt(d)))
-        return self.readout(h / math.sqrt(m))
+    Its limit is the arc-cosine NTK of Jacot et al. 2018: the hidden pre-activations z = w·x/√d + b are Gaussian
+    with covariance Σ(x, x') = x·x'/d + 1, so Θ_∞(x, x') = E[relu(z) relu(z')] + Σ(x, x') · E[relu'(z) relu'(z')].
+    The readout's bias has b_std = 0: it is not trained and adds nothing to the kernel.
+    """
+    return Sequential(Linear(width, b_std=1), ReLU(), Linear(1))
 
 
 @dataclass
@@ -56,21 +49,9 @@ class WidthResult:
     prediction: torch.Tensor  # (n_test, 1) kernel-regression fit on the test grid
 
 
-def infinite_width_ntk(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """The exact NTK of :class:`TwoLayerReLU` as m → ∞ (Jacot et al., 2018).
-
-    The hidden pre-activations z = w·x/√d + b are Gaussian with covariance Σ(x, x') = x·x'/d + 1, so
-
-        Θ_∞(x, x') = E[relu(z) relu(z')] + Σ(x, x') · E[relu'(z) relu'(z')],
-
-    the first term from the readout a, the second from w and b (arc-cosine kernels, :func:`relu_kernels`).
-    """
-    d = x1.shape[1]
-    cov12 = x1 @ x2.T / d + 1
-    cov11 = ((x1 * x1).sum(1) / d + 1).unsqueeze(1)
-    cov22 = ((x2 * x2).sum(1) / d + 1).unsqueeze(0)
-    k1, k0 = relu_kernels(cov11, cov12, cov22)
-    return k1 + cov12 * k0
+def model_seed(seed: int, width: int) -> int:
+    """The weights' seed of the network of ``width`` in draw ``seed``: distinct for every (seed, width)."""
+    return 1_000_003 * seed + width
 
 
 def kernel_regression(k_train: torch.Tensor, k_test_train: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -96,7 +77,7 @@ def run(
     x_train, y_train, x_test, y_test = sin_regression(seed=seed)
     x_all = torch.cat([x_train, x_test])
     n = x_train.shape[0]
-    exact = infinite_width_ntk(x_all, x_all)
+    exact = architecture(1).kernel(x_all).ntk
     mse = {w: [] for w in widths}
     to_widest = {w: [] for w in widths}
     to_exact = {w: [] for w in widths}
@@ -104,7 +85,7 @@ def run(
     for s in range(seed, seed + seeds):
         kernels = {}
         for width in widths:
-            model = TwoLayerReLU(width, generator=torch.Generator().manual_seed(1_000_003 * s + width)).double()
+            model = architecture(width).build((1,), seed=model_seed(s, width), dtype=torch.float64)
             k = kernels[width] = empirical_ntk(model, x_all)
             fit = kernel_regression(k[:n, :n], k[n:, :n], y_train, ridge)
             first_fit.setdefault(width, fit)

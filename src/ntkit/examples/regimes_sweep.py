@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntkit.predict import gradient_descent_mse, max_learning_rate
-from ntkit.regimes.lazy import lazy
-from ntkit.regimes.parameterization import check_parameterization, mlp, mlp_spec, mup_param_groups
-from ntkit.regimes.tasks import Task, check_task, load_task
-from ntkit.regimes.tracker import KernelTracker
+from ntkit.data.tasks import Task, check_task, load_task
+from ntkit.examples.common import stable_learning_rate
+from ntkit.predict import gradient_descent_mse
+from ntkit.regimes import KernelTracker, lazy, mlp, mlp_spec, mup_param_groups
+from ntkit.regimes.parameterization import check_parameterization
 
 DEFAULT_WIDTHS = (64, 256, 1024, 4096)
 DEFAULT_STEPS = {"sin": 500, "spirals": 1000, "digits": 300}
@@ -71,8 +71,9 @@ def _effective_kernels(task: Task, width: int, parameterization: str, depth: int
 
 def base_learning_rate(task: Task, depth: int, lr_fraction: float, b_std: float | None = None) -> float:
     b_std = B_STD[task.name] if b_std is None else b_std
-    k_tt = mlp_spec(1, task.y_train.shape[1], depth, "relu", W_STD, b_std, "ntk").kernel(task.x_train).ntk
-    return lr_fraction * max_learning_rate(k_tt, task.y_train.numel())
+    return stable_learning_rate(
+        mlp_spec(1, task.y_train.shape[1], depth, "relu", W_STD, b_std, "ntk"), task, lr_fraction
+    )
 
 
 def train_one(task: Task, width: int, parameterization: str, alpha: float, seed: int, lr: float, steps: int,
@@ -133,7 +134,7 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
     Parameters
     ----------
     task:
-        "sin", "spirals" or "digits" (:mod:`ntkit.regimes.tasks`).
+        "sin", "spirals" or "digits" (:func:`ntkit.data.tasks.load_task`).
     widths:
         Hidden widths, positive ints.
     parameterizations:
@@ -206,7 +207,7 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
 def _run(task, widths, parameterizations, alphas, seeds, out, steps, depth, lr_fraction, jacot, progress, b_std):
     from tqdm.auto import tqdm
 
-    from ntkit.regimes import report
+    from ntkit.examples import regimes_report as report
 
     data = load_task(task)
     lr = base_learning_rate(data, depth, lr_fraction, b_std)

@@ -1,4 +1,4 @@
-"""Plots and the markdown summary of ``ntkit regimes`` (see :mod:`ntkit.regimes.experiment`)."""
+"""Plots and the markdown summary of ``ntkit regimes`` (see :mod:`ntkit.examples.regimes_sweep`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from ntkit._plotting import pyplot, save_figure
+from ntkit.data.tasks import Task
 from ntkit.empirical import empirical_ntk
-from ntkit.predict import max_learning_rate
-from ntkit.regimes.parameterization import mlp, mlp_spec
+from ntkit.examples.common import log_log_slope, stable_learning_rate
+from ntkit.regimes import mlp, mlp_spec
 
 NAMES = {"ntk": "NTK", "mup": "μP", "standard": "standard"}
 
@@ -47,7 +48,7 @@ def fit_slopes(rows) -> dict:
     for key in _groups(rows):
         w, m = geometric_means(rows, key)
         ok = np.isfinite(m)
-        slopes[key] = float(np.polyfit(np.log(w[ok]), np.log(m[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
+        slopes[key] = log_log_slope(w[ok], m[ok]) if ok.sum() >= 2 else math.nan
     return slopes
 
 
@@ -139,7 +140,7 @@ def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 20
     y_train = x_train[:, :1] * x_train[:, 1:]
     spec = mlp_spec(widths[0], 1, depth, "relu", math.sqrt(2), 0.1)
     limit = spec.kernel(x0, circle).ntk[0]
-    lr = 0.5 * max_learning_rate(spec.kernel(x_train).ntk, len(x_train))
+    lr = stable_learning_rate(spec, Task("jacot", x_train, y_train, circle, circle[:, :1] * circle[:, 1:]), 0.5)
     fig, ax = plt.subplots(figsize=(7, 4.6))
     numbers = {}
     jobs = [(w, s) for w in widths for s in range(seeds)]

@@ -5,9 +5,9 @@ import csv
 import pytest
 
 from ntkit.cli import main
-from ntkit.regimes import experiment
-from ntkit.regimes.report import jacot_figure
-from ntkit.regimes.tasks import load_task
+from ntkit.data.tasks import load_task
+from ntkit.examples import regimes_sweep as experiment
+from ntkit.examples.regimes_report import jacot_figure
 
 REQUIRED = ["task", "width", "parameterization", "alpha", "seed", "train_loss", "test_loss", "kernel_change",
             "weight_change", "ntk_gap"]  # fmt: skip
