@@ -26,6 +26,8 @@ slowly than 1/√width (slope about −0.15 from width 64 to 1024, where the 64-
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ntkit._plotting import pyplot, save_figure
+from ntkit._runs import RunFolder, check_memory, training_bytes
 from ntkit.data.tasks import Task, digit_value_task
 from ntkit.empirical import empirical_ntk
 from ntkit.examples.common import log_log_slope, stable_learning_rate
@@ -128,8 +131,13 @@ def run(
     seeds: int = 3,
     times: tuple[int, ...] = DEFAULT_TIMES,
     progress: bool = True,
+    folder: RunFolder | None = None,
 ) -> list[Run]:
-    """Every (architecture, width, seed) run, with a progress bar."""
+    """Every (architecture, width, seed) run, with a progress bar.
+
+    With a started :class:`ntkit._runs.RunFolder`, each run is a cell stored as it finishes, and runs stored by an
+    earlier (killed) invocation with the same settings are loaded instead of trained again.
+    """
     if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(f"widths must be positive integers; got {widths!r}")
     if seeds < 1:
@@ -138,13 +146,63 @@ def run(
         raise ValueError(f"times must be positive step counts; got {times!r}")
     for name in architectures:
         architecture(name, 1)  # unknown names fail before any work
-    jobs = [(a, w, s) for a in architectures for w in widths for s in range(seeds)]
+    times = tuple(sorted(set(times)))
     data = {a: task(a) for a in architectures}
     rates = {a: stable_learning_rate(architecture(a, 1), data[a], 0.5) for a in architectures}
-    runs = []
-    for a, w, s in tqdm(jobs, desc="training", unit="net", disable=not progress):
-        runs.append(run_one(a, w, s, tuple(sorted(times)), data[a], rates[a]))
-    return runs
+    keys = [[a, w, s] for a in architectures for w in widths for s in range(seeds)]
+
+    def compute(key: list) -> dict:
+        a, w, s = key
+        return to_cell(run_one(a, w, s, times, data[a], rates[a]))
+
+    if folder is None:
+        return [run_one(a, w, s, times, data[a], rates[a]) for a, w, s in tqdm(keys, desc="training", unit="net",
+                                                                               disable=not progress)]  # fmt: skip
+    return [from_cell(c) for c in folder.cells(keys, {"times": times}, compute, progress=progress, desc="training")]
+
+
+def check_fits(architectures: tuple[str, ...], widths: tuple[int, ...], option: str = "widths") -> None:
+    """Refuse, before building anything, a width whose network cannot train in the memory free now.
+
+    The MLP has P = 64·n + n + n² + n + n + 1 parameters and 2·n hidden values per example, the CNN P = 9n + n + n + 1
+    and 64·n (one per pixel and channel); 192 examples (:func:`ntkit._runs.training_bytes`).
+    """
+    for name in architectures:
+        for n in widths:
+            params, hidden = (n * n + 67 * n + 1, 2 * n) if name == "mlp" else (11 * n + 1, 64 * n)
+            what = f"{option} {n}: training the {name} of width {n} ({params:,} parameters)"
+            check_memory(training_bytes(params, 192 * hidden), what)
+
+
+def to_cell(r: Run) -> dict:
+    """A :class:`Run` as plain JSON values (curves as nested lists)."""
+    cell = asdict(r)
+    cell["times"] = list(r.times)
+    for name in ("network_curve", "prediction_curve"):
+        cell[name] = None if cell[name] is None else cell[name].tolist()
+    return cell
+
+
+def from_cell(cell: dict) -> Run:
+    """The :class:`Run` of :func:`to_cell`'s output."""
+    curves = {n: None if cell[n] is None else torch.tensor(cell[n], dtype=torch.float64)
+              for n in ("network_curve", "prediction_curve")}  # fmt: skip
+    return Run(**{**cell, **curves, "times": tuple(cell["times"])})
+
+
+def save(runs: list[Run], folder: RunFolder) -> dict[str, Path]:
+    """Write linearized_dynamics.csv and linearized_dynamics.png into ``folder`` and mark the run complete."""
+    rows = records(runs)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    paths = {"csv": folder.write_output("linearized_dynamics.csv", text.getvalue())}
+    with folder.output("linearized_dynamics.png") as tmp:
+        plot(runs, tmp)
+    paths["plot"] = folder.out / "linearized_dynamics.png"
+    folder.complete()
+    return paths
 
 
 def summary(runs: list[Run]) -> list[dict]:
