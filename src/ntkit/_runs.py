@@ -10,7 +10,8 @@ A command that computes many independent cells (seeds, widths, parameterizations
 Every file is written under a temporary name in the same folder and renamed over its target (``os.replace`` is
 atomic on POSIX), so a reader sees the old file or the new one, never half of one. The manifest says "running" from
 the moment a run starts until every output is written; only then does it say "complete" and list each output's
-SHA-256. :func:`read_run` refuses a folder that is not complete, or whose files differ from what its manifest lists
+SHA-256 (outputs are listed as they are written, so a killed run's folder says which files are its own).
+:func:`read_run` refuses a folder that is not complete, or whose files differ from what its manifest lists
 (a newer run killed half way, a table edited by hand), and flags the files that no run of the folder wrote.
 
 A rerun of the same command loads the cells already stored and computes only the others. A cell's result is stored
@@ -285,6 +286,7 @@ class RunFolder:
         with atomic_path(path) as tmp:
             yield tmp
         self.outputs[name] = _file_digest(path)
+        self._write_manifest("running")  # the folder says, at every moment, which files this run wrote
         _fault("output")
 
     def write_output(self, name: str, data: bytes | str) -> Path:

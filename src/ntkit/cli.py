@@ -69,12 +69,12 @@ def _refuse(command: str, exc: Exception) -> int:
 
 
 def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fits):
-    """Check --out (fast, before any work) and the memory, then start the run folder; None after a refusal."""
+    """Check the memory and --out (in milliseconds, before any work), then start the run folder; None after a refusal."""
     from ntkit._runs import RunFolder, check_writable
 
     try:
-        check_writable(args.out, "--out")
         check_fits()
+        check_writable(args.out, "--out")
         return RunFolder(args.out, command, config, args.argv, "--out").start()
     except ValueError as exc:
         _refuse(command, exc)
@@ -173,8 +173,8 @@ def _regimes(args: argparse.Namespace) -> int:
 
     args.out = args.out or f"results/regimes/{args.task}"
     try:
-        check_writable(args.out, "--out")
         check_fits(args.task, args.widths, args.depth, "--widths")
+        check_writable(args.out, "--out")
     except ValueError as exc:
         return _refuse("regimes", exc)
     print(
