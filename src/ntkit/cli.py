@@ -69,7 +69,7 @@ def _refuse(command: str, exc: Exception) -> int:
 
 
 def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fits):
-    """Check the memory and --out (in milliseconds, before any work), then start the run folder; None after a refusal."""
+    """Check the memory and --out (in milliseconds, before any work), then start the run folder; None if refused."""
     from ntkit._runs import RunFolder, check_writable
 
     try:
