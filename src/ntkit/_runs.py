@@ -26,7 +26,9 @@ output is in place).
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
 import signal
@@ -294,6 +296,14 @@ class RunFolder:
         with self.output(name) as tmp:
             tmp.write_bytes(data.encode() if isinstance(data, str) else data)
         return self.out / name
+
+    def write_table(self, name: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
+        """Write ``rows`` as the CSV output ``name`` (columns: ``columns``, or the first row's keys)."""
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(columns or rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return self.write_output(name, text.getvalue())
 
     def complete(self) -> None:
         """Remove the cells this run did not use and mark the run complete, listing its outputs."""

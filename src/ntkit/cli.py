@@ -50,17 +50,7 @@ def _number(option: str, low: float, high: float = math.inf, low_included: bool 
 
 def _non_negative(option: str):
     """An argparse type: one integer ≥ 0."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{option} must be an integer ≥ 0; got {text!r}")
-        return value
-
-    return parse
+    return _integer(option, 0, "an integer ≥ 0")
 
 
 def _refuse(command: str, exc: Exception) -> int:
@@ -155,13 +145,19 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 
 def _positive(option: str):
+    return _integer(option, 1, "a positive integer")
+
+
+def _integer(option: str, minimum: int, expected: str):
+    """An argparse type: one integer ≥ ``minimum``; the message says ``option`` must be ``expected``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer; got {text!r}")
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{option} must be {expected}; got {text!r}")
         return value
 
     return parse

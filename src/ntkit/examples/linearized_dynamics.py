@@ -26,8 +26,6 @@ slowly than 1/√width (slope about −0.15 from width 64 to 1024, where the 64-
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -192,12 +190,7 @@ def from_cell(cell: dict) -> Run:
 
 def save(runs: list[Run], folder: RunFolder) -> dict[str, Path]:
     """Write linearized_dynamics.csv and linearized_dynamics.png into ``folder`` and mark the run complete."""
-    rows = records(runs)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    paths = {"csv": folder.write_output("linearized_dynamics.csv", text.getvalue())}
+    paths = {"csv": folder.write_table("linearized_dynamics.csv", records(runs))}
     with folder.output("linearized_dynamics.png") as tmp:
         plot(runs, tmp)
     paths["plot"] = folder.out / "linearized_dynamics.png"

@@ -14,8 +14,6 @@ analytic NTK divided by the width. ``ntk_gap`` = ‖f_T − f_T^NTK‖/‖f_T^NT
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -285,7 +283,7 @@ def _run(folder: RunFolder, progress: bool) -> dict:
         jacot_runs = folder.cells(jacot_keys, {"depth": 3, "steps": 200}, lambda key: report.jacot_run(key[1], key[2]),
                                   progress=progress, desc="Jacot figure 1")  # fmt: skip
 
-    paths = {"csv": folder.write_output("results.csv", _csv(rows))}
+    paths = {"csv": folder.write_table("results.csv", rows, COLUMNS)}
     slopes = report.fit_slopes(rows)
     with folder.output("kernel_change.png") as tmp:
         report.plot_kernel_change(rows, slopes, tmp)
@@ -305,11 +303,3 @@ def _run(folder: RunFolder, progress: bool) -> dict:
     paths["summary"] = folder.out / "summary.md"
     folder.complete()
     return {"rows": rows, "slopes": slopes, "ntk": ntk_ref, "jacot": jacot_numbers, "paths": paths}
-
-
-def _csv(rows: list[dict]) -> str:
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return text.getvalue()

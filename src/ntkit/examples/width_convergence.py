@@ -17,8 +17,6 @@ initialisation with :func:`ntkit.empirical_ntk`.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -135,12 +133,7 @@ def check_fits(widths: tuple[int, ...], option: str = "widths") -> None:
 
 def save(results: list[WidthResult], folder: RunFolder, seed: int = 0) -> dict[str, Path]:
     """Write width_convergence.csv and width_convergence.png into ``folder`` and mark the run complete."""
-    rows = records(results)
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    paths = {"csv": folder.write_output("width_convergence.csv", text.getvalue())}
+    paths = {"csv": folder.write_table("width_convergence.csv", records(results))}
     with folder.output("width_convergence.png") as tmp:
         plot(results, tmp, seed=seed)
     paths["plot"] = folder.out / "width_convergence.png"
