@@ -97,5 +97,5 @@ def test_widths_that_cannot_fit_are_refused_before_anything_is_built(tmp_path, c
     start = time.perf_counter()
     assert main([command, "--widths", "500000000", "--out", str(tmp_path / "out")]) == 2
     assert time.perf_counter() - start < 1.0
-    assert "--widths 500000000" in (err := capsys.readouterr().err) and "GiB are free" in err
+    assert "--widths 500000000" in (err := capsys.readouterr().err) and "GiB is available" in err
     assert not (tmp_path / "out").exists()

@@ -37,8 +37,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 MANIFEST = "manifest.json"
 CELLS = "cells"
 FORMAT = 1
@@ -139,24 +137,10 @@ def training_bytes(n_params: int, n_activations: int, parameter_copies: int = 4)
 
     ``parameter_copies`` tensors of every parameter's size (the weights, their gradients, a frozen initial copy, a
     tracker's or optimizer's copy) and four tensors of the ``n_activations`` hidden values of a forward pass over the
-    data (pre-activations, activations, and their gradients).
+    data (pre-activations, activations, and their gradients). Compare it with the free memory through
+    :func:`ntkit._validation.check_memory`.
     """
     return BYTES_PER_NUMBER * (parameter_copies * n_params + 4 * n_activations)
-
-
-def check_memory(needed: int, what: str) -> None:
-    """Refuse, before any allocation, what cannot fit in the memory free now (``MemAvailable``).
-
-    Raises
-    ------
-    ValueError
-        "``what`` needs about X GiB but Y GiB are free", when ``needed`` exceeds the free memory.
-    """
-    from ntkit.empirical._common import free_memory
-
-    free = free_memory(torch.device("cpu"))
-    if free is not None and needed > free:
-        raise ValueError(f"{what} needs about {needed / 2**30:.3g} GiB but {free / 2**30:.3g} GiB are free")
 
 
 def _read_manifest(out: Path) -> dict | None:

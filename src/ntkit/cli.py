@@ -66,7 +66,7 @@ def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fi
         check_fits()
         check_writable(args.out, "--out")
         return RunFolder(args.out, command, config, args.argv, "--out").start()
-    except ValueError as exc:
+    except (ValueError, MemoryError) as exc:
         _refuse(command, exc)
         return None
 
@@ -171,7 +171,7 @@ def _regimes(args: argparse.Namespace) -> int:
     try:
         check_fits(args.task, args.widths, args.depth, "--widths")
         check_writable(args.out, "--out")
-    except ValueError as exc:
+    except (ValueError, MemoryError) as exc:
         return _refuse("regimes", exc)
     print(
         f"ntkit regimes: task {args.task}, widths {', '.join(map(str, args.widths))}, parameterizations "

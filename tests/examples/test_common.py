@@ -20,9 +20,14 @@ def test_stable_learning_rate_is_the_fraction_of_two_s_over_lambda_max():
     assert stable_learning_rate(k, task, 0.3) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("fraction", [0.0, -0.5, 1.5, float("nan"), True])
-def test_stable_learning_rate_refuses_fractions_outside_zero_one(fraction):
-    with pytest.raises(ValueError, match=r"fraction \(of the largest stable learning rate\) must be a number in"):
+@pytest.mark.parametrize(
+    ("fraction", "error", "message"),
+    [(0.0, ValueError, "fraction must be > 0"), (-0.5, ValueError, "fraction must be > 0"),
+     (float("nan"), ValueError, "fraction must be finite"), (1.5, ValueError, r"fraction \(of the largest stable "
+     r"learning rate\) must be ≤ 1; got 1.5"), (True, TypeError, "fraction must be a real number")],
+)  # fmt: skip
+def test_stable_learning_rate_refuses_fractions_outside_zero_one(fraction, error, message):
+    with pytest.raises(error, match=message):
         stable_learning_rate(torch.eye(3, dtype=torch.float64), load_task("sin", n_train=3), fraction)
 
 

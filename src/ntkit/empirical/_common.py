@@ -40,23 +40,19 @@ def memory_budget(device: torch.device) -> int:
     recompute column Jacobians for every block of 7 rows, 8× slower than holding them; where memory is free,
     larger blocks are the faster choice. The kernel does not depend on the block size.
     """
-    free = free_memory(device)
+    free = None
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            with open("/proc/meminfo") as fh:
+                fields = dict(line.split(":", 1) for line in fh)
+            free = int(fields["MemAvailable"].split()[0]) * 1024
+        except (OSError, KeyError, ValueError):
+            free = None
     if free is None:
         return DEFAULT_MEMORY_BUDGET
     return int(min(MAX_MEMORY_BUDGET, max(DEFAULT_MEMORY_BUDGET, free // 4)))
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes free on ``device``: the CUDA allocator's free memory, or the CPU's ``MemAvailable`` from /proc/meminfo;
-    None where it cannot be read."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as fh:
-            fields = dict(line.split(":", 1) for line in fh)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
 
 
 @dataclass(frozen=True)

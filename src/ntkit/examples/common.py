@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ntkit._validation import real_number
 from ntkit.data.tasks import Task
 from ntkit.predict import max_learning_rate
 
@@ -33,6 +34,8 @@ def stable_learning_rate(kernel, task: Task, fraction: float = 1.0) -> float:
 
     Raises
     ------
+    TypeError
+        When ``fraction`` is not a real number.
     ValueError
         When ``fraction`` is not a finite number in (0, 1].
 
@@ -42,8 +45,8 @@ def stable_learning_rate(kernel, task: Task, fraction: float = 1.0) -> float:
     >>> from ntkit.data.tasks import load_task
     >>> rate = stable_learning_rate(Sequential(Linear(1, b_std=1), ReLU(), Linear(1)), load_task("sin"), 0.5)
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction (of the largest stable learning rate) must be a number in (0, 1]; got {fraction!r}")
+    if real_number("fraction", fraction, positive=True) > 1:
+        raise ValueError(f"fraction (of the largest stable learning rate) must be ≤ 1; got {fraction!r}")
     k = kernel if isinstance(kernel, torch.Tensor) else kernel.kernel(task.x_train).ntk
     return fraction * max_learning_rate(k, task.y_train.numel())
 

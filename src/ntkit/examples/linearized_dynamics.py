@@ -34,7 +34,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ntkit._plotting import pyplot, save_figure
-from ntkit._runs import RunFolder, check_memory, training_bytes
+from ntkit._runs import RunFolder, training_bytes
+from ntkit._validation import check_memory
 from ntkit.data.tasks import Task, digit_value_task
 from ntkit.empirical import empirical_ntk
 from ntkit.examples.common import log_log_slope, stable_learning_rate
@@ -169,7 +170,7 @@ def check_fits(architectures: tuple[str, ...], widths: tuple[int, ...], option: 
         for n in widths:
             params, hidden = (n * n + 67 * n + 1, 2 * n) if name == "mlp" else (11 * n + 1, 64 * n)
             what = f"{option} {n}: training the {name} of width {n} ({params:,} parameters)"
-            check_memory(training_bytes(params, 192 * hidden), what)
+            check_memory(training_bytes(params, 192 * hidden), torch.device("cpu"), what, "choose smaller widths")
 
 
 def to_cell(r: Run) -> dict:

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ntkit._runs import RunFolder, check_memory, training_bytes
+from ntkit._runs import RunFolder, training_bytes
+from ntkit._validation import check_memory, positive_int, real_number
 from ntkit.data.tasks import Task, check_task, load_task
 from ntkit.examples.common import stable_learning_rate
 from ntkit.predict import gradient_descent_mse
@@ -193,16 +194,13 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
     steps = DEFAULT_STEPS[task] if steps is None else steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int; got {steps!r}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be a positive int; got {depth!r}")
-    if isinstance(lr_fraction, bool) or not isinstance(lr_fraction, (int, float)) or not 0 < lr_fraction <= 1:
-        raise ValueError(f"lr_fraction must be a number in (0, 1] (of the largest stable rate); got {lr_fraction!r}")
-    b_std = B_STD[task] if b_std is None else b_std
-    if isinstance(b_std, bool) or not isinstance(b_std, (int, float)) or not 0 <= b_std < math.inf:
-        raise ValueError(f"b_std must be a finite number ≥ 0; got {b_std!r}")
+    depth = positive_int("depth", depth)
+    if real_number("lr_fraction", lr_fraction, positive=True) > 1:
+        raise ValueError(f"lr_fraction (of the largest stable rate) must be ≤ 1; got {lr_fraction!r}")
+    b_std = real_number("b_std", B_STD[task] if b_std is None else b_std, nonnegative=True)
     check_fits(task, widths, depth)
     config = {"task": task, "widths": widths, "parameterizations": parameterizations, "alphas": alphas,
-              "seeds": seeds, "steps": steps, "depth": depth, "lr_fraction": lr_fraction, "b_std": float(b_std),
+              "seeds": seeds, "steps": steps, "depth": depth, "lr_fraction": lr_fraction, "b_std": b_std,
               "jacot": jacot}  # fmt: skip
     folder = RunFolder(out, "regimes", config, argv, option=out_option).start()
     saved_threads = torch.get_num_threads()
@@ -226,7 +224,12 @@ def check_fits(task: str, widths: Sequence[int], depth: int, option: str = "widt
     for w in widths:
         params = d * w + w + (depth - 1) * (w * w + w) + w * o + o
         what = f"{option} {w}: training one network of width {w} (depth {depth}, {params:,} parameters)"
-        check_memory(training_bytes(params, n * w * depth, parameter_copies=6), what)
+        check_memory(
+            training_bytes(params, n * w * depth, parameter_copies=6),
+            torch.device("cpu"),
+            what,
+            "choose smaller widths",
+        )
 
 
 def _cell(data: Task, lr: float, steps: int, depth: int, b_std: float, cache: dict, key: list) -> dict:

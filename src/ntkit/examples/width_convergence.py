@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ntkit._plotting import pyplot, save_figure
-from ntkit._runs import RunFolder, check_memory, training_bytes
+from ntkit._runs import RunFolder, training_bytes
+from ntkit._validation import check_memory
 from ntkit.data import sin_regression
 from ntkit.empirical import empirical_ntk
 from ntkit.infinite import Linear, ReLU, Sequential
@@ -126,9 +127,8 @@ def check_fits(widths: tuple[int, ...], option: str = "widths") -> None:
     network has 3m + 1 parameters and m hidden values for each of the 240 inputs (:func:`ntkit._runs.training_bytes`).
     """
     for m in widths:
-        check_memory(
-            training_bytes(3 * m + 1, 240 * m), f"{option} {m}: the network of width {m} ({3 * m + 1:,} parameters)"
-        )
+        what = f"{option} {m}: the network of width {m} ({3 * m + 1:,} parameters)"
+        check_memory(training_bytes(3 * m + 1, 240 * m), torch.device("cpu"), what, "choose smaller widths")
 
 
 def save(results: list[WidthResult], folder: RunFolder, seed: int = 0) -> dict[str, Path]:
