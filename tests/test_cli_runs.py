@@ -99,3 +99,27 @@ def test_widths_that_cannot_fit_are_refused_before_anything_is_built(tmp_path, c
     assert time.perf_counter() - start < 1.0
     assert "--widths 500000000" in (err := capsys.readouterr().err) and "GiB is available" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_keeps_the_finished_cells_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    from ntkit.examples import linearized_dynamics as ld
+
+    argv = [*COMMANDS["dynamics"][0], "--out", str(tmp_path)]
+    train, calls = ld.run_one, []
+
+    def interrupted_on_the_second_network(*args):
+        calls.append(args[:3])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train(*args)
+
+    monkeypatch.setattr(ld, "run_one", interrupted_on_the_second_network)
+    assert main(argv) == 130
+    assert "rerun the same command to resume" in capsys.readouterr().err
+    with pytest.raises(RunFolderError, match="not complete"):
+        read_run(tmp_path)
+    calls.clear()
+    monkeypatch.setattr(ld, "run_one", lambda *args: calls.append(args[:3]) or train(*args))
+    assert main(argv) == 0
+    assert calls == [("mlp", 8, 1), ("mlp", 16, 0), ("mlp", 16, 1)]  # the first network was not trained again
+    assert read_run(tmp_path)["status"] == "complete"
