@@ -48,6 +48,7 @@ from ntkit._validation import (
     shape_tuple,
 )
 from ntkit._validation import parameterization as check_parameterization
+from ntkit.infinite import _fused
 from ntkit.infinite.blocked import blocked_kernel, default_batch_size, output_bytes, working_bytes
 from ntkit.infinite.kernel import Kernel, pair_variances, set_self_pairs, spatial_diagonal
 from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
@@ -361,10 +362,16 @@ class _Conv(_Affine):
     def transform(self, k):
         shape = self.out_shape(k.shape)
         fan_in = k.shape[0] * math.prod(self.kernel_size)
-        if self.padding != "circular" and all(s == 1 for s in self.stride):  # window sums, 1/Π k applied by scale
-            return self._affine_kernel(k, lambda t: _window_sum_stride1(t, self.kernel_size, self.padding), fan_in,
-                                       shape, scale=1.0 / math.prod(self.kernel_size))  # fmt: skip
+        stride1 = all(s == 1 for s in self.stride)
+        if stride1 and (self.padding != "circular" or _fused.enabled(k.nngp)):  # window sums, 1/Π k in the scale
+            return self._affine_kernel(k, self._window_sum, fan_in, shape, scale=1.0 / math.prod(self.kernel_size))
         return self._affine_kernel(k, self._window_mean, fan_in, shape)
+
+    def _window_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """Σ_o K[p + o, p' + o] of a stride-1 convolution: one fused pass on the CPU (:mod:`ntkit.infinite._fused`,
+        any padding), else shifted in-place sums (zero padding)."""
+        fused = _fused.window_sum(t, self.kernel_size, self.padding)
+        return fused if fused is not None else _window_sum_stride1(t, self.kernel_size, self.padding)
 
     def _window_mean(self, t: torch.Tensor) -> torch.Tensor:
         """Mean over the filter window of the covariance of each pair of positions, one spatial dim at a time.

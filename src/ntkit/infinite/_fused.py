@@ -1,0 +1,166 @@
+"""Fused CPU kernels for the infinite-width recursions (numba), with the torch code as the reference path.
+
+The torch formulations stream each block of covariances through memory once per elementwise operation: the
+ReLU arc-cosine step is about ten passes (√, ÷, clamp, snap, arccos, two fused multiply-adds, ...) and a k×k
+convolution's window sum k² shifted additions. Here each is one pass over the block, every intermediate in
+registers:
+
+* :func:`relu_kernels`: K' = √(Σ11Σ22)/(2π)·(sin θ + (π − θ) cos θ) and K̇ = (π − θ)/(2π) with
+  cos θ = Σ12/√(Σ11Σ22) (Cho & Saul, *Kernel Methods for Deep Learning*, NeurIPS 2009), with exactly the
+  clipping, snapping to ±1 and zero-variance limit of :func:`ntkit.infinite.activations.relu_kernels`;
+* :func:`window_sum`: S[p, p'] = Σ_o K[p + o, p' + o] over the filter offsets o of a stride-1 convolution on
+  every pair of spatial axes at once, zero ("same", "valid") or circular padding (Novak et al., *Bayesian Deep
+  Convolutional Networks with Many Channels are Gaussian Processes*, ICLR 2019, eq. for the CNN-GP).
+
+The kernels are compiled without the GIL (``nogil``), so the blocks that ``ntkit.infinite.blocked`` runs on
+worker threads run on all cores, and cached on disk (``cache=True``) after their first compilation. Each entry
+point returns None when it does not apply (numba missing, not on the CPU, not float32/float64, or
+``NTKIT_FUSED=0`` in the environment); the caller then takes the torch path, which is also what the tests
+compare these kernels with.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - exercised by monkeypatching NUMBA_AVAILABLE in the tests
+    numba = None
+
+ENV_VAR = "NTKIT_FUSED"
+NUMBA_AVAILABLE = numba is not None
+_SNAP_EPS = 16  # ntkit.infinite.activations.COSINE_SNAP_EPS (imported lazily there to avoid a cycle)
+
+
+def enabled(t: torch.Tensor) -> bool:
+    """True when the fused kernels can take ``t``: numba importable, a CPU float32/float64 tensor without
+    gradient, and ``NTKIT_FUSED`` not set to 0."""
+    return (
+        NUMBA_AVAILABLE
+        and os.environ.get(ENV_VAR, "1").strip() != "0"
+        and t.device.type == "cpu"
+        and t.dtype in (torch.float32, torch.float64)
+        and not t.requires_grad
+    )
+
+
+if NUMBA_AVAILABLE:
+
+    @numba.njit(cache=True, nogil=True)
+    def _relu_6d(c11, c12, c22, k1, k0, snap):  # pragma: no cover - compiled
+        two_pi = 2.0 * math.pi
+        n0, n1, n2, n3, n4, n5 = k1.shape
+        for a in range(n0):
+            for b in range(n1):
+                for c in range(n2):
+                    for d in range(n3):
+                        for e in range(n4):
+                            for f in range(n5):
+                                norm = math.sqrt(c11[a, b, c, d, e, f] * c22[a, b, c, d, e, f])
+                                x = c12[a, b, c, d, e, f]
+                                if norm == 0.0:
+                                    cos = 0.0 if x == 0.0 or x != x else (1.0 if x > 0 else -1.0)
+                                else:
+                                    cos = x / norm
+                                    if cos != cos:
+                                        cos = 0.0
+                                cos = min(1.0, max(-1.0, cos))
+                                if abs(cos) > snap:
+                                    cos = 1.0 if cos > 0 else -1.0
+                                pi_minus_theta = math.pi - math.acos(cos)
+                                bracket = math.sqrt(1.0 - cos * cos) + cos * pi_minus_theta
+                                k1[a, b, c, d, e, f] = norm / two_pi * bracket
+                                k0[a, b, c, d, e, f] = pi_minus_theta / two_pi
+
+    @numba.njit(cache=True, nogil=True)
+    def _window_sum_1d(t, index, out):  # pragma: no cover - compiled
+        n, length, _ = out.shape
+        k = index.shape[1]
+        for m in range(n):
+            for p in range(length):
+                for q in range(length):
+                    total = 0.0
+                    for o in range(k):
+                        i, j = index[p, o], index[q, o]
+                        if i >= 0 and j >= 0:
+                            total += t[m, i, j]
+                    out[m, p, q] = total
+
+    @numba.njit(cache=True, nogil=True)
+    def _window_sum_2d(t, index_h, index_w, out):  # pragma: no cover - compiled
+        n, height, _, width, _ = out.shape
+        kh, kw = index_h.shape[1], index_w.shape[1]
+        for m in range(n):
+            for h in range(height):
+                for g in range(height):
+                    for w in range(width):
+                        for v in range(width):
+                            total = 0.0
+                            for oh in range(kh):
+                                i, j = index_h[h, oh], index_h[g, oh]
+                                if i < 0 or j < 0:
+                                    continue
+                                for ow in range(kw):
+                                    r, s = index_w[w, ow], index_w[v, ow]
+                                    if r >= 0 and s >= 0:
+                                        total += t[m, i, j, r, s]
+                            out[m, h, g, w, v] = total
+
+
+def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
+    """(K', K̇) of ReLU in one pass (see the module docstring), or None where the fused kernel does not apply.
+
+    The inputs broadcast together (up to 6 axes), as for :func:`ntkit.infinite.activations.relu_kernels`.
+    """
+    if not enabled(cov12):
+        return None
+    cov11, cov12, cov22 = torch.broadcast_tensors(cov11, cov12, cov22)
+    if cov12.ndim > 6 or cov11.dtype != cov12.dtype or cov22.dtype != cov12.dtype:
+        return None
+    shape = cov12.shape
+    six = (1,) * (6 - len(shape)) + tuple(shape)
+    views = [c[(None,) * (6 - len(shape))] for c in (cov11, cov12, cov22)]  # views, broadcast axes of stride 0
+    k1 = torch.empty(six, dtype=cov12.dtype)
+    k0 = torch.empty(six, dtype=cov12.dtype)
+    snap = 1.0 - _SNAP_EPS * torch.finfo(cov12.dtype).eps
+    _relu_6d(*(v.numpy() for v in views), k1.numpy(), k0.numpy(), snap)
+    return k1.reshape(shape), k0.reshape(shape)
+
+
+def _offsets(size: int, k: int, padding: str) -> np.ndarray:
+    """index[p, o]: the input position that output position p reads at filter offset o, −1 in the zero padding;
+    offsets as torch pads: "same" lo = ⌊(k−1)/2⌋ before, the rest after; "valid" none; "circular" wraps."""
+    if padding == "valid":
+        return np.arange(size - k + 1)[:, None] + np.arange(k)[None, :]
+    lo = (k - 1) // 2
+    index = np.arange(size)[:, None] + np.arange(-lo, k - lo)[None, :]
+    if padding == "circular":
+        return index % size
+    return np.where((index >= 0) & (index < size), index, -1)
+
+
+def window_sum(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str):
+    """Σ_o t[..., p + o, p' + o] over the filter offsets of a stride-1 convolution on the trailing pair axes
+    ((L, L') for Conv1d, (H, H', W, W') for Conv2d), in one pass; None where the fused kernel does not apply."""
+    spatial = len(kernel_size)
+    if not enabled(t) or spatial not in (1, 2) or t.ndim < 2 * spatial:
+        return None
+    lead = t.shape[: t.ndim - 2 * spatial]
+    flat = t.reshape(-1, *t.shape[t.ndim - 2 * spatial :]).contiguous()
+    sizes = [t.shape[t.ndim - 2 * (spatial - d)] for d in range(spatial)]
+    indices = [
+        np.ascontiguousarray(_offsets(s, k, padding), dtype=np.int64) for s, k in zip(sizes, kernel_size, strict=True)
+    ]
+    out_sizes = [index.shape[0] for index in indices]
+    pair = tuple(s for size in out_sizes for s in (size, size))
+    out = torch.empty((flat.shape[0], *pair), dtype=t.dtype)
+    if spatial == 1:
+        _window_sum_1d(flat.numpy(), indices[0], out.numpy())
+    else:
+        _window_sum_2d(flat.numpy(), indices[0], indices[1], out.numpy())
+    return out.reshape(*lead, *pair)

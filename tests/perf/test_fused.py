@@ -1,0 +1,131 @@
+"""The fused numba kernels of ``ntkit.infinite._fused`` against the torch path they replace (the reference).
+
+Tolerances from float64 arithmetic: the fused ReLU step evaluates the same formulas in the same order as the
+torch path except that libm's and torch's arccos/√ may differ by an ulp, so entries agree to a few ε relative to
+the scale √(Σ11Σ22) (K' itself is tiny where cos θ → −1 and loses relative digits by cancellation in both); self
+pairs (cos θ = 1) to 1e-13 relative. Window sums add the same k² numbers in another order: |Δ| ≤ k²·ε·Σ|terms|.
+"""
+
+import math
+
+import pytest
+import torch
+
+import ntkit as nk
+from ntkit.infinite import _fused, activations, layers
+
+pytestmark = pytest.mark.skipif(not _fused.NUMBA_AVAILABLE, reason="numba is not installed")
+EPS64 = torch.finfo(torch.float64).eps
+
+
+def _covariances(n1, n2, spatial, dtype=torch.float64, seed=0):
+    """A valid (PSD) cross covariance and its variances, from random features at every position."""
+    gen = torch.Generator().manual_seed(seed)
+    size = (4,) * spatial
+    f1 = torch.randn(n1, 5, *size, generator=gen, dtype=dtype)
+    f2 = torch.randn(n2, 5, *size, generator=gen, dtype=dtype)
+    k = nk.infinite.kernel.input_kernel(f1, f2)
+    v1 = nk.infinite.kernel.spatial_diagonal(k.var1, spatial)
+    v2 = nk.infinite.kernel.spatial_diagonal(k.var2, spatial)
+    left, right = nk.infinite.kernel.pair_variances(v1, v2, spatial)
+    return left.unsqueeze(1), k.nngp, right.unsqueeze(0), k
+
+
+@pytest.mark.parametrize("spatial", [0, 1, 2])
+def test_relu_step_matches_the_torch_path(spatial):
+    c11, c12, c22, _ = _covariances(3, 4, spatial)
+    k1, k0 = _fused.relu_kernels(c11, c12, c22)
+    r1, r0 = activations.relu_kernels(c11, c12, c22)
+    scale = torch.sqrt(c11 * c22).expand_as(c12)
+    assert bool(((k1 - r1).abs() <= 8 * EPS64 * scale).all())
+    assert bool(((k0 - r0).abs() <= 8 * EPS64).all())
+
+
+def test_relu_self_pairs_and_edge_cases_match_exactly_where_the_torch_path_is_exact():
+    v = torch.tensor([1e-150, 0.5, 3.0, 7.0], dtype=torch.float64)
+    k1, k0 = _fused.relu_kernels(v, v, v)
+    torch.testing.assert_close(k1, v / 2, rtol=1e-13, atol=0)  # cos θ = 1: K' = Σ/2, K̇ = 1/2
+    torch.testing.assert_close(k0, torch.full_like(v, 0.5), rtol=1e-13, atol=0)
+    c11 = torch.tensor([0.0, 0.0, 2.0, 1.0, 1.0], dtype=torch.float64)  # zero variances; cos just past ±1
+    c12 = torch.tensor([0.0, 0.0, 0.0, 1.0 + 1e-15, -1.0 - 1e-15], dtype=torch.float64)
+    c22 = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0], dtype=torch.float64)
+    for got, ref in zip(_fused.relu_kernels(c11, c12, c22), activations.relu_kernels(c11, c12, c22), strict=True):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got, ref, rtol=0, atol=4 * EPS64)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid", "circular"])
+@pytest.mark.parametrize("kernel_size", [(3,), (4,), (3, 3), (2, 3)])
+def test_window_sum_matches_the_torch_window_mean(padding, kernel_size):
+    spatial = len(kernel_size)
+    t = torch.randn(2, 3, *((7,) * 2 * spatial), dtype=torch.float64)
+    conv = (nk.Conv1d if spatial == 1 else nk.Conv2d)(4, kernel_size, padding=padding)
+    reference = conv._window_mean(t) * math.prod(kernel_size)  # the torch path: shifted sums / index_select
+    bound = 2 * math.prod(kernel_size) * EPS64 * t.abs().max() * math.prod(kernel_size)
+    got = _fused.window_sum(t, kernel_size, padding)
+    assert got.shape == reference.shape
+    assert float((got - reference).abs().max()) <= bound
+
+
+def _cntk_1d():
+    return nk.Sequential(
+        *[m for _ in range(3) for m in (nk.Conv1d(8, 5, padding="circular", W_std=1.4, b_std=0.1), nk.ReLU())],
+        nk.GlobalAvgPool1d(),
+        nk.Linear(1, W_std=1.4, b_std=0.1),
+    )
+
+
+def _cnn_2d():
+    return nk.Sequential(
+        nk.Conv2d(8, 3, W_std=1.4, b_std=0.1), nk.ReLU(), nk.Conv2d(8, 3, padding="valid"), nk.ReLU(),
+        nk.Flatten(), nk.Linear(1),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("make, shape", [(_cntk_1d, (2, 12)), (_cnn_2d, (2, 6, 6))])
+def test_whole_architectures_agree_with_the_torch_path(monkeypatch, make, shape):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(7, *shape, generator=gen, dtype=torch.float64)
+    x2 = torch.randn(5, *shape, generator=gen, dtype=torch.float64)
+    arch = make()
+    fused = [arch.kernel(x, batch_size=3), arch.kernel(x2, x, batch_size=4)]
+    monkeypatch.setenv(_fused.ENV_VAR, "0")
+    torch_path = [arch.kernel(x, batch_size=3), arch.kernel(x2, x, batch_size=4)]
+    for got, ref in zip(fused, torch_path, strict=True):
+        for name in ("nngp", "ntk"):
+            a, b = getattr(got, name), getattr(ref, name)
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+    for name in ("nngp", "ntk"):  # self pairs
+        a, b = (torch.diagonal(getattr(k, name)) for k in (fused[0], torch_path[0]))
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=0)
+
+
+def test_float32_agrees_to_float32_rounding():
+    c11, c12, c22, _ = _covariances(3, 3, 1, dtype=torch.float32)
+    k1, k0 = _fused.relu_kernels(c11, c12, c22)
+    r1, r0 = activations.relu_kernels(c11, c12, c22)
+    scale = torch.sqrt(c11 * c22).expand_as(c12)
+    eps = torch.finfo(torch.float32).eps
+    assert k1.dtype == torch.float32 and bool(((k1 - r1).abs() <= 8 * eps * scale).all())
+    assert bool(((k0 - r0).abs() <= 8 * eps).all())
+
+
+def test_without_numba_the_torch_path_is_taken(monkeypatch):
+    x = torch.randn(5, 2, 12, dtype=torch.float64)
+    monkeypatch.setenv(_fused.ENV_VAR, "0")
+    reference = _cntk_1d().kernel(x)
+    monkeypatch.delenv(_fused.ENV_VAR)
+    monkeypatch.setattr(_fused, "NUMBA_AVAILABLE", False)
+    assert _fused.relu_kernels(*_covariances(2, 2, 0)[:3]) is None
+    assert _fused.window_sum(torch.zeros(1, 1, 4, 4, dtype=torch.float64), (3,), "same") is None
+    got = _cntk_1d().kernel(x)
+    assert torch.equal(got.nngp, reference.nngp) and torch.equal(got.ntk, reference.ntk)
+
+
+def test_layers_use_the_fused_window_sum(monkeypatch):
+    calls = []
+    original = _fused.window_sum
+    monkeypatch.setattr(_fused, "window_sum", lambda *a: calls.append(a[1:]) or original(*a))
+    _cntk_1d().kernel(torch.randn(3, 2, 12, dtype=torch.float64))
+    assert calls and all(c == ((5,), "circular") for c in calls)
+    assert layers._fused is _fused
