@@ -18,6 +18,12 @@ pytestmark = pytest.mark.skipif(not _fused.NUMBA_AVAILABLE, reason="numba is not
 EPS64 = torch.finfo(torch.float64).eps
 
 
+@pytest.fixture(autouse=True)
+def _fused_on(monkeypatch):
+    """The fused kernels are opt-in (NTKIT_FUSED=1); every test here turns them on."""
+    monkeypatch.setenv(_fused.ENV_VAR, "1")
+
+
 def _covariances(n1, n2, spatial, dtype=torch.float64, seed=0):
     """A valid (PSD) cross covariance and its variances, from random features at every position."""
     gen = torch.Generator().manual_seed(seed)
@@ -114,12 +120,17 @@ def test_without_numba_the_torch_path_is_taken(monkeypatch):
     x = torch.randn(5, 2, 12, dtype=torch.float64)
     monkeypatch.setenv(_fused.ENV_VAR, "0")
     reference = _cntk_1d().kernel(x)
-    monkeypatch.delenv(_fused.ENV_VAR)
+    monkeypatch.setenv(_fused.ENV_VAR, "1")
     monkeypatch.setattr(_fused, "NUMBA_AVAILABLE", False)
     assert _fused.relu_kernels(*_covariances(2, 2, 0)[:3]) is None
     assert _fused.window_sum(torch.zeros(1, 1, 4, 4, dtype=torch.float64), (3,), "same") is None
     got = _cntk_1d().kernel(x)
     assert torch.equal(got.nngp, reference.nngp) and torch.equal(got.ntk, reference.ntk)
+
+
+def test_off_by_default(monkeypatch):
+    monkeypatch.delenv(_fused.ENV_VAR)
+    assert not _fused.enabled(torch.zeros(2, dtype=torch.float64))
 
 
 def test_layers_use_the_fused_window_sum(monkeypatch):

@@ -13,10 +13,15 @@ registers:
   Convolutional Networks with Many Channels are Gaussian Processes*, ICLR 2019, eq. for the CNN-GP).
 
 The kernels are compiled without the GIL (``nogil``), so the blocks that ``ntkit.infinite.blocked`` runs on
-worker threads run on all cores, and cached on disk (``cache=True``) after their first compilation. Each entry
-point returns None when it does not apply (numba missing, not on the CPU, not float32/float64, or
-``NTKIT_FUSED=0`` in the environment); the caller then takes the torch path, which is also what the tests
-compare these kernels with.
+worker threads can run on all cores, and cached on disk (``cache=True``) after their first compilation.
+
+They are OFF by default: set ``NTKIT_FUSED=1`` to use them. Measured on an AMD EPYC (Zen 4, one thread, CPU time,
+float64, 2026-11-29) they are not faster than the torch path yet: the ReLU step 7.4 ms against 7.7 ms on a
+(8, 8, 8, 8, 8, 8) block and 11.1 against 6.9 ms on (16, 16, 40, 40) (numba calls libm's scalar ``acos`` where
+torch uses SLEEF's vectorised one), and the 3×3 window sum 3.9 ms against 0.6 ms (the loops do not vectorise as
+torch's shifted ``add_`` passes do). Each entry point returns None when it does not apply (not enabled, numba
+missing, not on the CPU, not float32/float64); the caller then takes the torch path, which is also what the
+tests compare these kernels with.
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ _SNAP_EPS = 16  # ntkit.infinite.activations.COSINE_SNAP_EPS (imported lazily th
 
 
 def enabled(t: torch.Tensor) -> bool:
-    """True when the fused kernels can take ``t``: numba importable, a CPU float32/float64 tensor without
-    gradient, and ``NTKIT_FUSED`` not set to 0."""
+    """True when the fused kernels can take ``t``: ``NTKIT_FUSED=1`` in the environment, numba importable, and a
+    CPU float32/float64 tensor without gradient."""
     return (
         NUMBA_AVAILABLE
-        and os.environ.get(ENV_VAR, "1").strip() != "0"
+        and os.environ.get(ENV_VAR, "0").strip() == "1"
         and t.device.type == "cpu"
         and t.dtype in (torch.float32, torch.float64)
         and not t.requires_grad
@@ -78,38 +83,43 @@ if NUMBA_AVAILABLE:
                                 k0[a, b, c, d, e, f] = pi_minus_theta / two_pi
 
     @numba.njit(cache=True, nogil=True)
-    def _window_sum_1d(t, index, out):  # pragma: no cover - compiled
+    def _window_sum_1d(t, index, runs, out):  # pragma: no cover - compiled
+        out[:] = 0.0
         n, length, _ = out.shape
-        k = index.shape[1]
         for m in range(n):
-            for p in range(length):
-                for q in range(length):
-                    total = 0.0
-                    for o in range(k):
-                        i, j = index[p, o], index[q, o]
-                        if i >= 0 and j >= 0:
-                            total += t[m, i, j]
-                    out[m, p, q] = total
+            for o in range(index.shape[1]):
+                for p in range(length):
+                    i = index[p, o]
+                    if i < 0:
+                        continue
+                    for r in range(runs.shape[1]):
+                        q0, q1, shift = runs[o, r, 0], runs[o, r, 1], runs[o, r, 2]
+                        for q in range(q0, q1):  # contiguous: vectorised
+                            out[m, p, q] += t[m, i, q + shift]
 
     @numba.njit(cache=True, nogil=True)
-    def _window_sum_2d(t, index_h, index_w, out):  # pragma: no cover - compiled
+    def _window_sum_2d(t, index_h, index_w, runs_w, out):  # pragma: no cover - compiled
+        out[:] = 0.0
         n, height, _, width, _ = out.shape
-        kh, kw = index_h.shape[1], index_w.shape[1]
         for m in range(n):
-            for h in range(height):
-                for g in range(height):
-                    for w in range(width):
-                        for v in range(width):
-                            total = 0.0
-                            for oh in range(kh):
-                                i, j = index_h[h, oh], index_h[g, oh]
-                                if i < 0 or j < 0:
+            for oh in range(index_h.shape[1]):
+                for h in range(height):
+                    i = index_h[h, oh]
+                    if i < 0:
+                        continue
+                    for g in range(height):
+                        j = index_h[g, oh]
+                        if j < 0:
+                            continue
+                        for ow in range(index_w.shape[1]):
+                            for w in range(width):
+                                r = index_w[w, ow]
+                                if r < 0:
                                     continue
-                                for ow in range(kw):
-                                    r, s = index_w[w, ow], index_w[v, ow]
-                                    if r >= 0 and s >= 0:
-                                        total += t[m, i, j, r, s]
-                            out[m, h, g, w, v] = total
+                                for run in range(runs_w.shape[1]):
+                                    v0, v1, shift = runs_w[ow, run, 0], runs_w[ow, run, 1], runs_w[ow, run, 2]
+                                    for v in range(v0, v1):
+                                        out[m, h, g, w, v] += t[m, i, j, r, v + shift]
 
 
 def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
@@ -144,6 +154,24 @@ def _offsets(size: int, k: int, padding: str) -> np.ndarray:
     return np.where((index >= 0) & (index < size), index, -1)
 
 
+def _runs(index: np.ndarray) -> np.ndarray:
+    """For each offset o, at most two runs (q0, q1, shift) of output positions whose inputs index[q, o] = q + shift
+    are contiguous (a circular wrap splits one run in two; padded positions are left out)."""
+    runs = np.zeros((index.shape[1], 2, 3), dtype=np.int64)
+    for o in range(index.shape[1]):
+        column, count, q = index[:, o], 0, 0
+        while q < len(column):
+            if column[q] < 0:
+                q += 1
+                continue
+            start, shift = q, column[q] - q
+            while q < len(column) and column[q] == q + shift:
+                q += 1
+            runs[o, count] = (start, q, shift)
+            count += 1
+    return runs
+
+
 def window_sum(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str):
     """Σ_o t[..., p + o, p' + o] over the filter offsets of a stride-1 convolution on the trailing pair axes
     ((L, L') for Conv1d, (H, H', W, W') for Conv2d), in one pass; None where the fused kernel does not apply."""
@@ -160,7 +188,7 @@ def window_sum(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str):
     pair = tuple(s for size in out_sizes for s in (size, size))
     out = torch.empty((flat.shape[0], *pair), dtype=t.dtype)
     if spatial == 1:
-        _window_sum_1d(flat.numpy(), indices[0], out.numpy())
+        _window_sum_1d(flat.numpy(), indices[0], _runs(indices[0]), out.numpy())
     else:
-        _window_sum_2d(flat.numpy(), indices[0], indices[1], out.numpy())
+        _window_sum_2d(flat.numpy(), indices[0], indices[1], _runs(indices[1]), out.numpy())
     return out.reshape(*lead, *pair)
