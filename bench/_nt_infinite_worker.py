@@ -50,6 +50,11 @@ def build_stax(layers: list[dict]):
             out.append(
                 stax.Conv(1, (k, k), padding=layer["padding"].upper(), W_std=layer["W_std"], b_std=layer["b_std"])
             )
+        elif op == "conv1d":
+            k = layer["kernel"]
+            out.append(stax.Conv(1, (k,), padding=layer["padding"].upper(), W_std=layer["W_std"], b_std=layer["b_std"]))
+        elif op == "gap1d":
+            out.append(stax.GlobalAvgPool())
         elif op == "relu":
             out.append(stax.Relu())
         elif op == "avgpool":
@@ -70,12 +75,25 @@ def run_job(job: dict) -> dict:
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    x = np.load(job["data"])
-    if x.ndim == 4:
-        x = np.moveaxis(x, 1, -1)  # NCHW -> NHWC, NT's native layout
-    x = jnp.asarray(np.ascontiguousarray(x), dtype=jnp.float64 if job["dtype"] == "float64" else jnp.float32)
+    def load(path):
+        x = np.load(path)
+        if x.ndim >= 3:
+            x = np.moveaxis(x, 1, -1)  # NCL / NCHW -> NLC / NHWC, NT's native layout
+        return jnp.asarray(np.ascontiguousarray(x), dtype=jnp.float64 if job["dtype"] == "float64" else jnp.float32)
+
+    x = load(job["data"])
     _, _, kernel_fn = build_stax(job["layers"])
-    fn = jax.jit(lambda a: kernel_fn(a, None, ("nngp", "ntk")))
+    if job.get("test_data"):  # kernel(x) + kernel(x_test, x), in nt.batch blocks (bounded memory)
+        import neural_tangents as nt
+
+        x_test = load(job["test_data"])
+        batched = nt.batch(kernel_fn, batch_size=job.get("nt_batch") or x.shape[0], device_count=0)
+
+        def fn(a):
+            k, kt = batched(a, None, ("nngp", "ntk")), batched(x_test, a, ("nngp", "ntk"))
+            return jnp.concatenate([k[0], kt[0]]), jnp.concatenate([k[1], kt[1]])
+    else:
+        fn = jax.jit(lambda a: kernel_fn(a, None, ("nngp", "ntk")))
 
     t0 = time.perf_counter()
     jax.block_until_ready(fn(x))  # compile on the very shapes that are timed

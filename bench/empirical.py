@@ -72,6 +72,7 @@ from pathlib import Path
 import numpy as np
 
 from _memory import reset_peak_rss, status_kib  # same folder: bench/ is on sys.path when a script here runs
+from _rates import describe_gemm, gemm_rates
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -896,6 +897,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         mm = matmul_rate(args.matmul_n)
         print(f"float32 matmul {mm['n']}x{mm['n']}: {mm['median_s']:.3f} s, {mm['flops_per_s'] / 1e9:.1f} GFLOP/s")
+        mm["backends"] = gemm_rates(min(args.matmul_n, 2048))
+        print("\n".join(describe_gemm(mm["backends"])), flush=True)
 
         sizes = {
             "mlp": (args.mlp_n, args.mlp_jac_n, args.mlp_vps_n, args.mlp_mid_n),
@@ -971,7 +974,12 @@ def build_report(bench: Bench, args: argparse.Namespace, env: dict, mm: dict, el
             f"contractions {flops['contractions'] / 1e9:.1f})",
             f"  at the measured float32 matmul rate {mm['flops_per_s'] / 1e9:.1f} GFLOP/s "
             f"({mm['n']}x{mm['n']} torch.matmul): floor {floor_s:.3f} s",
+            *("  " + line for line in describe_gemm(mm["backends"])),
         ]
+        fastest = max(mm["backends"]["float32"]["rates"].values())
+        lines.append(
+            f"  at the fastest backend's rate {fastest / 1e9:.1f} GFLOP/s: floor {flops['total'] / fastest:.3f} s"
+        )
         for r in bench.ok_rows("mlp", args.mlp_n):
             if r.library in ("ntkit", "neural-tangents") and r.method in ("structured", "auto"):
                 floor["multiples"][r.label] = r.median_s / floor_s

@@ -13,7 +13,14 @@ What is computed
     * ``cntk``: a CNTK with global average pooling, [Conv2d 3x3 "same", ReLU] x 5, GlobalAvgPool2d, Linear,
       on N=100 images 1x8x8;
     * ``myrtle``: Myrtle-5 style, [Conv, ReLU] x 2, AvgPool2d(2), Conv, ReLU, AvgPool2d(2), Conv, ReLU,
-      AvgPool2d(4), Flatten, Linear, on N=32 images 3x16x16.
+      AvgPool2d(4), Flatten, Linear, on N=32 images 3x16x16;
+    * ``cntk1d`` (issue 11): [Conv1d k=5 "circular", ReLU] x 3, GlobalAvgPool1d, Linear, on N=500 training and
+      1000 test signals 1x40: ``arch.kernel(x)`` plus ``arch.kernel(x_test, x)`` (neural-tangents: the same two
+      kernels through ``nt.batch`` in blocks of 100, whose full covariances would take several GiB).
+
+    The machine's GEMM rate for each backend of ``ntkit._gemm`` and its elementwise rate (``bench/_rates.py``) are
+    printed, and each ntkit row's distance to the floor: the least memory traffic of the workload (NNGP and NTK
+    of every pair read and written once per layer) at the measured elementwise rate.
 
     Inputs are standard normal (seed 0). Both libraries get the same inputs and the same layer list
     (``WORKLOADS``), ntkit as an ``nk.Sequential``, neural-tangents as a ``stax.serial``
@@ -43,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -58,6 +66,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
+from _rates import describe_gemm, elementwise_rate, gemm_rates  # noqa: E402
 from empirical import _mib, _rel, ensure_nt_env, environment, measure  # noqa: E402
 
 NT_WORKER = BENCH / "_nt_infinite_worker.py"
@@ -72,7 +81,16 @@ def _conv() -> dict:
     return {"op": "conv", "kernel": 3, "padding": "same", "W_std": W_STD, "b_std": B_STD}
 
 
+def _conv1d() -> dict:
+    return {"op": "conv1d", "kernel": 5, "padding": "circular", "W_std": W_STD, "b_std": B_STD}
+
+
 RELU = {"op": "relu"}
+#: Workloads that also compute a test kernel: kernel(x) + kernel(x_test, x) with this many test inputs per input.
+TEST_FACTOR = {"cntk1d": 2}
+#: neural-tangents computes these with nt.batch in blocks of this many examples (a whole (N_test, N, L, L)
+#: float64 covariance would take several GiB on a shared machine).
+NT_BATCH = {"cntk1d": 100}
 
 
 def _pool(k: int) -> dict:
@@ -89,6 +107,14 @@ WORKLOADS = {
         100,
         20,
         0.1,
+    ),
+    "cntk1d": (
+        "1-D CNTK: 3 x [conv k=5 circular, ReLU], GAP, 1x40; kernel(x) + kernel(x_test, x), 2N test signals",
+        [*[_conv1d(), RELU] * 3, {"op": "gap1d"}, _dense()],
+        (1, 40),
+        500,
+        50,
+        None,
     ),
     "myrtle": (
         "Myrtle-5 CNTK, 3x16x16",
@@ -115,6 +141,12 @@ def ntkit_arch(layers: list[dict]):
             out.append(
                 nk.Conv2d(1, layer["kernel"], padding=layer["padding"], W_std=layer["W_std"], b_std=layer["b_std"])
             )
+        elif op == "conv1d":
+            out.append(
+                nk.Conv1d(1, layer["kernel"], padding=layer["padding"], W_std=layer["W_std"], b_std=layer["b_std"])
+            )
+        elif op == "gap1d":
+            out.append(nk.GlobalAvgPool1d())
         elif op == "relu":
             out.append(nk.ReLU())
         elif op == "avgpool":
@@ -134,11 +166,16 @@ def torch_worker(job: dict) -> dict:
 
     arch = ntkit_arch(job["layers"])
     x = torch.from_numpy(np.load(job["data"])).to(getattr(torch, job["dtype"]))
+    x_test = torch.from_numpy(np.load(job["test_data"])).to(x.dtype) if job.get("test_data") else None
     kwargs = {"batch_size": job["batch_size"]} if job.get("batch_size") else {}
+    kwargs["progress"] = False
 
     def call():
         k = arch.kernel(x, **kwargs)
-        return k.nngp, k.ntk
+        if x_test is None:
+            return k.nngp, k.ntk
+        kt = arch.kernel(x_test, x, **kwargs)  # train rows first, then test rows
+        return torch.cat([k.nngp, kt.nngp]), torch.cat([k.ntk, kt.ntk])
 
     out = measure(call, job["repeats"], job["budget_s"], job["slow_call_s"])
     nngp, ntk = out.pop("result")
@@ -178,6 +215,8 @@ def run_row(row: Row, layers: list[dict], data: Path, args, workdir: Path, nt_py
         "slow_call_s": args.slow_call,
         "batch_size": args.batch_size,
         "kernel_out": str(workdir / f"kernel{job_id}.npz"),
+        "test_data": str(data.with_name(data.stem + "-test.npy")) if row.workload in TEST_FACTOR else None,
+        "nt_batch": NT_BATCH.get(row.workload),
     }
     path = workdir / f"job{job_id}.json"
     path.write_text(json.dumps(job))
@@ -258,6 +297,8 @@ def command_line() -> str:
 def targets(rows: list[Row]) -> list[dict]:
     out = []
     for name, (*_, goal) in WORKLOADS.items():
+        if goal is None:
+            continue
         mine = [r for r in rows if r.workload == name and r.library == "ntkit" and r.dtype == "float64"]
         nt = [r for r in rows if r.workload == name and r.library == "neural-tangents"]
         if mine and nt and mine[0].status == nt[0].status == "ok":
@@ -269,6 +310,37 @@ def targets(rows: list[Row]) -> list[dict]:
             out.append({"target": f"{name}: ntkit float64 <= {goal}x neural-tangents' time", "value": "missing data",
                         "ok": None, "ratio": None, "goal": goal})  # fmt: skip
     return out
+
+
+def minimal_bytes(name: str, n: int, itemsize: int) -> float:
+    """Least memory traffic of a workload: every layer reads and writes the NNGP and NTK of each pair once
+    (4 numbers per pair of examples and pair of positions), for the N(N+1)/2 pairs of kernel(x) and the
+    N_test·N of kernel(x_test, x). Pooling shrinks the positions; the dense head has one."""
+    _, layers, shape, *_ = WORKLOADS[name]
+    pairs = n * (n + 1) / 2 + TEST_FACTOR.get(name, 0) * n * n
+    positions = math.prod(shape[1:])
+    total = 0.0
+    for layer in layers:
+        if layer["op"] == "avgpool":
+            positions //= layer["kernel"] ** 2
+        elif layer["op"] in ("gap", "gap1d", "flatten"):
+            positions = 1
+        total += 4 * pairs * positions**2 * itemsize
+    return total
+
+
+def floor_report(rows: list[Row], elementwise: float) -> list[str]:
+    """Each ntkit float64 row's time against the floor: minimal traffic at the measured elementwise rate."""
+    lines = []
+    for r in rows:
+        if r.library == "ntkit" and r.dtype == "float64" and r.status == "ok":
+            floor_s = minimal_bytes(r.workload, r.n, 8) / elementwise
+            lines.append(
+                f"{r.workload} N={r.n}: floor {floor_s:.3f} s ({minimal_bytes(r.workload, r.n, 8) / 1e9:.2f} GB at "
+                f"{elementwise / 1e9:.1f} GB/s); ntkit {r.median_s:.3f} s = {floor_s / r.median_s:.1%} of the "
+                "elementwise throughput"
+            )
+    return lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -283,6 +355,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--slow-call", type=float, default=60.0, help="a call this slow is timed once (default 60 s)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per measurement process (default 900)")
     p.add_argument("--no-float32", action="store_true", help="leave out ntkit's float32 rows")
+    p.add_argument("--cntk1d-n", type=int, help="training signals of the cntk1d workload (default 500; test: 2x)")
     p.add_argument("--batch-size", type=int, default=0, help="ntkit's arch.kernel(batch_size=...) (0: its default)")
     p.add_argument("--no-nt", action="store_true", help="leave neural-tangents out")
     p.add_argument("--nt-venv", type=Path, default=BENCH / ".venv-nt", help="neural-tangents venv (created if missing)")
@@ -319,15 +392,26 @@ def main(argv=None) -> int:
     print(f"Machine: {env['cpu']}, {env['cores']} cores, torch {env['torch']} ({env['torch_threads']} threads), "
           f"load average {env['load_average_at_start']:.2f}")  # fmt: skip
 
+    gemm, elementwise = gemm_rates(), elementwise_rate("float64")
+    rate_lines = [
+        *describe_gemm(gemm),
+        f"elementwise float64 (out-of-place add, 3 x 256 MiB): {elementwise / 1e9:.1f} GB/s",
+    ]
+    print("\n".join(rate_lines), flush=True)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="ntkit-bench-inf-") as tmp:
         workdir = Path(tmp)
         for name in args.workloads:
             title, layers, shape, n_full, n_quick, _ = WORKLOADS[name]
             n = n_quick if args.quick else n_full
+            if name == "cntk1d" and args.cntk1d_n:
+                n = args.cntk1d_n
             print(f"\n{title}, N={n}", flush=True)
             data = workdir / f"{name}.npy"
-            np.save(data, np.random.default_rng(0).standard_normal((n, *shape)))
+            rng = np.random.default_rng(0)
+            np.save(data, rng.standard_normal((n, *shape)))
+            if name in TEST_FACTOR:
+                np.save(data.with_name(data.stem + "-test.npy"), rng.standard_normal((TEST_FACTOR[name] * n, *shape)))
             plan = [("ntkit", "float64"), ("neural-tangents", "float64")]
             if not args.no_float32:
                 plan.append(("ntkit", "float32"))
@@ -377,6 +461,9 @@ def main(argv=None) -> int:
     ]
     if goal_lines:
         md += ["", "## Targets", "", *("- " + ln for ln in goal_lines)]
+    floor_lines = floor_report(rows, elementwise)
+    print("\n" + "\n".join([*rate_lines, *floor_lines]))
+    md += ["", "## Machine rates and distance to the floor", "", "```", *rate_lines, *floor_lines, "```"]
     md.append("")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = "infinite-quick" if args.quick else "infinite"
@@ -390,6 +477,8 @@ def main(argv=None) -> int:
         },  # fmt: skip
         "rows": [{k: v for k, v in asdict(r).items() if k != "kernel_path"} for r in rows],
         "targets": goal,
+        "gemm_rates": gemm,
+        "elementwise_bytes_per_s": elementwise,
         "elapsed_s": elapsed,
     }
     (args.out_dir / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
