@@ -21,8 +21,8 @@ class LiveServer:
 
         from ntkit.demo import create_app
 
-        self.app = create_app(**app_kwargs)
         self.port = _free_port()
+        self.app = create_app(host="127.0.0.1", port=self.port, **app_kwargs)
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -56,6 +56,7 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def live_server():
-    """A demo server with a small work cap (2·10⁷ parameters × steps) and 10 frames per run."""
-    with LiveServer(work_cap=2e7, n_frames=10, max_runs=2) as server:
+    """A demo server with a small work cap (2·10⁷ parameter-steps), 10 frames per run, and two runs per address
+(every test client is 127.0.0.1), and rate limits no test reaches (test_guard.py tests them)."""
+    with LiveServer(work_cap=2e7, n_frames=10, max_runs=2, runs_per_address=2, run_burst=10_000, api_burst=10_000) as server:
         yield server

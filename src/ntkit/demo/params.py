@@ -9,9 +9,14 @@ parameters P. For a depth-L MLP of width n on d inputs and O outputs
 
     P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1),
 
-so the work is W = P·steps, which grows like width × depth × steps for one hidden layer and like
-width² × (depth − 1) × steps for deeper ones. A run is refused when W exceeds the cap, or when P alone exceeds
-:data:`MAX_PARAMETERS`.
+A run also measures the network's kernel on every streamed frame (a Jacobian over the training and probe points
+and its contraction), and each frame costs about as much as :data:`FRAME_COST_STEPS` training steps. The work of
+a run with F frames after t = 0 (F = min(n_frames, steps)) is therefore
+
+    W = P·(steps + FRAME_COST_STEPS·(F + 1)),
+
+which grows like width × depth × steps for one hidden layer and like width² × (depth − 1) × steps for deeper
+ones. A run is refused when W exceeds the cap, or when P alone exceeds :data:`MAX_PARAMETERS`.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ TASK_SHAPES = {"sin": (1, 1), "spirals": (2, 1), "circles": (2, 1)}
 #: The default cap on parameters × steps. Width 8192 at depth 1 (≈ 3·10⁴ parameters) may run the full 5000 steps;
 #: width 1024 at depth 4 (≈ 3·10⁶ parameters) about 100.
 DEFAULT_WORK_CAP = 3e8
+
+#: Frames streamed per run after t = 0 (one more, at t = 0, opens the run).
+DEFAULT_FRAMES = 50
+
+#: One frame's kernel measurement in units of one full-batch training step of the same network. Measured on an
+#: AMD EPYC core (torch 2.13, one thread) as the time of a frame over the time of a step: 7 to 36 over widths
+#: 256 to 8192, depths 1 to 3 and both task shapes; the cap counts the upper end.
+FRAME_COST_STEPS = 40
 
 #: The largest network one run may build (its parameters, gradients and kernels must fit comfortably in memory).
 MAX_PARAMETERS = 20_000_000
@@ -86,10 +99,25 @@ def n_parameters(width: int, depth: int, in_features: int, out_features: int) ->
     return width * (in_features + 1) + (depth - 1) * width * (width + 1) + out_features * (width + 1)
 
 
-def work(params: RunParams) -> int:
-    """The work a run starts: parameters × steps (see the module docstring)."""
+def frame_count(steps: int, n_frames: int = DEFAULT_FRAMES) -> int:
+    """Kernel measurements of a run: one at t = 0 and ``min(n_frames, steps)`` during training."""
+    return min(n_frames, steps) + 1
+
+
+def work(params: RunParams, n_frames: int = DEFAULT_FRAMES) -> int:
+    """The work a run starts, P·(steps + FRAME_COST_STEPS·(F + 1)) in parameter-steps (see the module docstring)."""
     d, o = TASK_SHAPES[params.task]
-    return n_parameters(params.width, params.depth, d, o) * params.steps
+    p = n_parameters(params.width, params.depth, d, o)
+    return p * (params.steps + FRAME_COST_STEPS * frame_count(params.steps, n_frames))
+
+
+def most_steps(n_params: int, work_cap: float, n_frames: int = DEFAULT_FRAMES) -> int:
+    """The most steps whose work fits ``work_cap`` for a network of ``n_params`` parameters (0 if none does)."""
+    budget = work_cap / n_params
+    long = math.floor(budget - FRAME_COST_STEPS * (n_frames + 1))  # runs with at least n_frames steps
+    if long >= n_frames:
+        return long
+    return max(0, math.floor((budget - FRAME_COST_STEPS) / (1 + FRAME_COST_STEPS)))  # one frame per step
 
 
 def _check_one(name: str, value: Any) -> tuple[Any, str | None]:
@@ -120,11 +148,12 @@ def _check_one(name: str, value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
-def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP) -> RunParams:
+def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAMES) -> RunParams:
     """Check a JSON object of run parameters and return :class:`RunParams`.
 
     Missing keys take their defaults; unknown keys are refused (a typo should not pass silently). The work,
-    parameters × steps, must not exceed ``work_cap``.
+    parameters × (steps + the frames' kernel cost) for a run streaming ``n_frames`` frames (:func:`work`), must not
+    exceed ``work_cap``.
 
     Raises
     ------
@@ -146,7 +175,7 @@ def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP) -> RunParams:
     if errors:
         raise ParamError(errors)
     params = RunParams(**values)
-    cost = work(params)
+    cost = work(params, n_frames)
     d, o = TASK_SHAPES[params.task]
     p = n_parameters(params.width, params.depth, d, o)
     if p > MAX_PARAMETERS:
@@ -154,14 +183,16 @@ def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP) -> RunParams:
             f"width {params.width} at depth {params.depth} makes a network of {p:,} parameters, above the cap "
             f"{MAX_PARAMETERS:,} for one run; choose a smaller width or depth")}])  # fmt: skip
     if cost > work_cap:
-        most = int(work_cap // p)
+        most = most_steps(p, work_cap, n_frames)
         hint = (
             f"at most {most:,} step{'s' if most != 1 else ''} at this width and depth, or a smaller width or depth"
             if most
             else ("a smaller width or depth")
         )
         errors.append({"param": "steps", "message": (
-            f"this run is too large: parameters × steps = {p:,} × {params.steps:,} = {cost:.3g}, above the cap "
+            f"this run is too large: parameters × (steps + {FRAME_COST_STEPS} per kernel frame) = {p:,} × "
+            f"({params.steps:,} + {FRAME_COST_STEPS} × {frame_count(params.steps, n_frames)}) = {cost:.3g}, above "
+            f"the cap "
             f"{work_cap:.3g}; choose {hint}")})  # fmt: skip
         raise ParamError(errors)
     return params
