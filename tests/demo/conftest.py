@@ -57,6 +57,7 @@ class LiveServer:
 @pytest.fixture(scope="module")
 def live_server():
     """A demo server with a small work cap (2·10⁷ parameter-steps), 10 frames per run, and two runs per address
-(every test client is 127.0.0.1), and rate limits no test reaches (test_guard.py tests them)."""
-    with LiveServer(work_cap=2e7, n_frames=10, max_runs=2, runs_per_address=2, run_burst=10_000, api_burst=10_000) as server:
+    (every test client is 127.0.0.1), and rate limits no test reaches (test_guard.py tests them)."""
+    limits = {"runs_per_address": 2, "run_burst": 10_000, "api_burst": 10_000}
+    with LiveServer(work_cap=2e7, n_frames=10, max_runs=2, **limits) as server:
         yield server

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+
 class TwoLayerReLU(torch.nn.Module):
     """f(x) = v · relu(w x + b) / √m, with w, v (and b) ~ N(0, 1) drawn from ``seed``; ``bias=False`` drops b."""
 
@@ -66,7 +67,8 @@ def seed_example_report() -> dict[str, Any]:
     Returns
     -------
     dict
-        ``source`` (the code of :class:`TwoLayerReLU` and :func:`seed_example`, as text), ``mse_no_bias`` and ``mse_bias`` (floats), and ``ratio`` (their quotient).
+        ``source`` (the code of :class:`TwoLayerReLU` and :func:`seed_example`, as text), ``mse_no_bias`` and
+        ``mse_bias`` (floats), and ``ratio`` (their quotient).
     """
     no_bias, with_bias = seed_example(bias=False), seed_example(bias=True)
     source = inspect.getsource(TwoLayerReLU) + "\n\n" + inspect.getsource(seed_example)
