@@ -24,6 +24,7 @@ Refusals are JSON ``{"errors": [{"param", "message"}]}``, like the app's own, so
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -35,8 +36,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
-
-import anyio
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -293,22 +292,24 @@ class Guard:
         """The whole body, a refusal, or None when the client went away."""
         config, chunks, size = self.config, [], 0
         address = (scope.get("client") or ("unknown", 0))[0]
-        with anyio.move_on_after(config.read_timeout) as scope_timer:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    logger.info("demo: client %s left before its request body arrived", address)
-                    return None
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > config.max_body:
-                    return _refusal(413, "body", f"the request body may be at most {config.max_body:,} bytes")
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-        if scope_timer.cancelled_caught:
-            logger.info("demo: client %s sent its body too slowly (> %g s); answered 408", address, config.read_timeout)
-            return _refusal(408, "body", f"the request body did not arrive within {config.read_timeout:g} s")
+        deadline = time.monotonic() + config.read_timeout
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                logger.info("demo: client %s sent its body too slowly (> %g s); answered 408", address,
+                            config.read_timeout)  # fmt: skip
+                return _refusal(408, "body", f"the request body did not arrive within {config.read_timeout:g} s")
+            if message["type"] == "http.disconnect":
+                logger.info("demo: client %s left before its request body arrived", address)
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > config.max_body:
+                return _refusal(413, "body", f"the request body may be at most {config.max_body:,} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         body = b"".join(chunks)
         if json_depth(body) > config.max_json_depth:
             return _refusal(400, "body", f"the request body is nested more than {config.max_json_depth} deep")
