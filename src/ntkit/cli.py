@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import secrets
 import sys
 from pathlib import Path
 
@@ -63,8 +64,10 @@ def _demo(args: argparse.Namespace) -> int:
             f"ntkit demo needs the demo extras ({exc}); install them with: pip install 'ntkit[demo]'", file=sys.stderr
         )
         return 1
+    token = secrets.token_urlsafe(18) if args.token == "" else args.token
     try:
-        serve(host=args.host, port=args.port, threads=args.threads)
+        serve(host=args.host, port=args.port, threads=args.threads, token=token,
+              trusted_origins=tuple(args.trusted_origin))  # fmt: skip
     except ValueError as exc:
         print(f"ntkit demo: {exc}", file=sys.stderr)
         return 2
@@ -146,6 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    demo.add_argument("--token", nargs="?", const="", default=None, metavar="TOKEN",
+                      help="require this token (8+ characters) on every API call; without a value, generate one; "
+                      "the printed address carries it")  # fmt: skip
+    demo.add_argument("--trusted-origin", action="append", default=[], metavar="ORIGIN",
+                      help="another origin (http://name:port) whose pages may call the API; repeatable")  # fmt: skip
     demo.set_defaults(run=_demo)
 
     from ntkit.regimes.parameterization import PARAMETERIZATIONS
