@@ -22,7 +22,10 @@ def test_demo_token_and_trusted_origins(monkeypatch):
     monkeypatch.setattr(ntkit.demo, "serve", lambda **kw: calls.append(kw))
     assert main(["demo", "--token", "my-own-token", "--trusted-origin", "http://a.lan:1", "--trusted-origin",
                  "https://b.example"]) == 0  # fmt: skip
-    assert calls[-1]["token"] == "my-own-token" and calls[-1]["trusted_origins"] == ("http://a.lan:1", "https://b.example")
+    assert calls[-1]["token"] == "my-own-token" and calls[-1]["trusted_origins"] == (
+        "http://a.lan:1",
+        "https://b.example",
+    )
     assert main(["demo", "--token"]) == 0  # no value: a fresh token each time
     assert main(["demo", "--token"]) == 0
     generated = [c["token"] for c in calls[-2:]]
@@ -46,10 +49,12 @@ def test_serving_the_network_prints_what_is_exposed(monkeypatch, capsys):
     assert "WARNING" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("flag", "value", "message"), [("--port", "0", "port must be in [1, 65535]; got 0"),
-                                                       ("--threads", "0", "threads must be ≥ 1; got 0"),
-                                                       ("--token", "short", "token must be a string of at least 8"),
-                                                       ("--trusted-origin", "evil", "trusted_origins must be origins")])  # fmt: skip
+REFUSALS = [("--port", "0", "port must be in [1, 65535]; got 0"), ("--threads", "0", "threads must be ≥ 1; got 0"),
+            ("--token", "short", "token must be a string of at least 8"),
+            ("--trusted-origin", "evil", "trusted_origins must be origins")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), REFUSALS)
 def test_demo_refuses_a_bad_port_or_thread_count(capsys, flag, value, message):
     assert main(["demo", flag, value]) == 2
     assert message in capsys.readouterr().err
