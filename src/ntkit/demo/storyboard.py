@@ -28,7 +28,8 @@ from ntkit.demo.params import RunParams
 
 WIDTHS = (32, 512, 8192)
 STEPS = 400
-#: Shared log-spaced bins of |Δθ|: 10⁻⁷ … 10¹, five per decade (smaller moves land in the first bin).
+#: Shared log-spaced bins of |Δθ|: 10⁻⁷ … 10¹, five per decade. Smaller moves are counted apart as "still": the
+#: parameters of hidden units whose ReLU is off on every training point get no gradient at all.
 BIN_EDGES = [10 ** (-7 + k / 5) for k in range(41)]
 PATH = Path(__file__).resolve().parent / "static" / "storyboard.json"
 
@@ -43,9 +44,9 @@ def weight_moves(width: int, steps: int = STEPS, seed: int = 0) -> dict[str, Any
     Returns
     -------
     dict
-        ``width``, ``n_parameters``, ``learning_rate``, ``steps``; ``fractions`` (the share of parameters in
-        each :data:`BIN_EDGES` bin, values below the first edge counted in the first bin); ``median``, ``rms`` and
-        ``max`` of |Δθ|; ``function_move`` RMS(f_T − f_0) on the test points; ``final_loss`` ‖f − y‖²/(2N).
+        ``width``, ``n_parameters``, ``learning_rate``, ``steps``; ``fractions`` (the share of all parameters in
+        each :data:`BIN_EDGES` bin), ``still`` (the share below the first edge); ``median``, ``rms`` and ``max`` of
+        |Δθ|; ``function_move`` RMS(f_T − f_0) on the test points; ``final_loss`` ‖f − y‖²/(2N).
     """
     base = RunParams(width=width, steps=steps, seed=seed)
     rate = 0.5 * stable_learning_rate(base)
@@ -63,7 +64,8 @@ def weight_moves(width: int, steps: int = STEPS, seed: int = 0) -> dict[str, Any
         f_t = experiment._forward(x_test)
     moves = torch.cat([(p.detach() - q).abs().reshape(-1) for p, q in zip(params, theta0, strict=True)])
     edges = torch.tensor(BIN_EDGES, dtype=torch.float64)
-    index = torch.bucketize(moves.clamp(BIN_EDGES[0], BIN_EDGES[-1] * (1 - 1e-12)), edges, right=True) - 1
+    moving = moves[moves >= BIN_EDGES[0]]
+    index = torch.bucketize(moving.clamp_max(BIN_EDGES[-1] * (1 - 1e-12)), edges, right=True) - 1
     counts = torch.bincount(index, minlength=len(BIN_EDGES) - 1)
     return {
         "width": width,
@@ -71,6 +73,7 @@ def weight_moves(width: int, steps: int = STEPS, seed: int = 0) -> dict[str, Any
         "learning_rate": rate,
         "steps": steps,
         "fractions": (counts.double() / moves.numel()).tolist(),
+        "still": 1 - moving.numel() / moves.numel(),
         "median": _quantile(moves, 0.5),
         "rms": float(moves.pow(2).mean().sqrt()),
         "max": float(moves.max()),

@@ -68,11 +68,13 @@ const lesson = (() => {
     if (window.Plotly) Plotly.react($("story-plot"), traces, layout, { displayModeBar: false, responsive: true });
     const run = board.runs[i], first = board.runs[0];
     $("story-plot").dataset.width = String(run.width);
-    $("story-plot").setAttribute("aria-label", `histogram of |Δθ| at width ${run.width}: median ${run.median.toPrecision(2)}`);
-    $("story-text").textContent = `n = ${run.width} (${run.n_parameters.toLocaleString()} parameters): the median weight moved ` +
-      `${run.median.toPrecision(2)}, ${(first.median / run.median).toPrecision(2)}× less than at n = ${first.width}, ` +
+    $("story-plot").setAttribute("aria-label", `histogram of |Δθ| at width ${run.width}: RMS ${run.rms.toPrecision(2)}`);
+    $("story-text").textContent = `n = ${run.width} (${run.n_parameters.toLocaleString()} parameters): a weight moved ` +
+      `${run.rms.toPrecision(2)} (RMS over all parameters), ${(first.rms / run.rms).toPrecision(2)}× less than at n = ${first.width} ` +
+      `(√(${run.width}/${first.width}) = ${Math.sqrt(run.width / first.width).toPrecision(2)}), ` +
       `while the function moved RMS ${run.function_move.toPrecision(2)} on the test points (n = ${first.width}: ` +
-      `${first.function_move.toPrecision(2)}). Each weight moves about 1/√n as far; the function moves just as far.`;
+      `${first.function_move.toPrecision(2)}). Each weight moves about 1/√n as far; the function moves just as far.` +
+      (run.still > 0 ? ` (${(100 * run.still).toPrecision(2)}% of the parameters did not move at all: they belong to units whose ReLU is off on every training point, left out of the bars.)` : "");
   }
 
   async function loadStory() {
