@@ -196,3 +196,18 @@ def test_phone_layout_and_accessibility(browser, server):
     assert not serious, serious
     assert not problems, problems
     page.close()
+
+
+def test_the_page_carries_the_token(browser):
+    token = "lesson-token-1234"
+    with LiveServer(token=token, n_frames=4) as server:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{server.url}/?token={token}")
+        page.wait_for_selector("#seed-output[data-mse-no-bias]", timeout=60_000)  # an API call that needs it
+        page.goto(server.url + "/")  # the tab keeps it without the query
+        page.wait_for_selector("#seed-output[data-mse-no-bias]", timeout=60_000)
+        other = browser.new_page()
+        other.goto(server.url + "/")  # a fresh tab without it: the page says what is missing
+        other.wait_for_function("document.getElementById('seed-output').textContent.includes('token')")
+        other.close()
+        page.close()
