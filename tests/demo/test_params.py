@@ -10,6 +10,7 @@ from ntkit.demo.params import (
     DEFAULT_WORK_CAP,
     FRAME_COST_STEPS,
     SPEC,
+    TASK_STEP_COST,
     ParamError,
     RunParams,
     n_parameters,
@@ -95,27 +96,36 @@ def test_work_is_parameters_times_steps_and_frames():
     assert n_parameters(32, 3, 2, 1) == 32 * 3 + 2 * 32 * 33 + 33
     p = n_parameters(32, 3, 2, 1)
     # 10 steps stream a frame at t = 0 and one after each step (10 ≤ n_frames), each costing FRAME_COST_STEPS steps
-    assert work(RunParams(width=32, depth=3, task="spirals", steps=10)) == p * (10 + FRAME_COST_STEPS * 11)
-    assert work(RunParams(width=32, depth=3, task="spirals", steps=10), n_frames=4) == p * (10 + FRAME_COST_STEPS * 5)
+    c = TASK_STEP_COST["spirals"]  # a 2-D step costs more than a sin(3x) one, whose cost is the unit
+    assert TASK_STEP_COST["sin"] == 1 and c > 1
+    assert work(RunParams(width=32, depth=3, task="spirals", steps=10)) == c * p * (10 + FRAME_COST_STEPS * 11)
+    assert work(RunParams(width=32, depth=3, task="spirals", steps=10), n_frames=4) == c * p * (
+        10 + FRAME_COST_STEPS * 5
+    )
+    assert work(RunParams(width=32, depth=3, task="sin", steps=10)) == n_parameters(32, 3, 1, 1) * (10 + 40 * 11)
 
 
-def _most_by_search(width: int, depth: int, cap: float, n_frames: int) -> int:
+def _most_by_search(width: int, depth: int, task: str, cap: float, n_frames: int) -> int:
     """The most steps in [1, 5000] whose work fits the cap, by trying every one (0 if none)."""
-    fits = [s for s in range(1, 5001) if work(RunParams(width=width, depth=depth, steps=s), n_frames) <= cap]
+    fits = [s for s in range(1, 5001) if work(RunParams(width=width, depth=depth, task=task, steps=s), n_frames) <= cap]
     return max(fits, default=0)
 
 
-@pytest.mark.parametrize(("width", "depth", "cap", "n_frames"), [(1024, 4, DEFAULT_WORK_CAP, 50), (4096, 1, 2e7, 10),
-                                                                 (512, 2, 3e7, 50), (256, 2, 2e8, 7)])  # fmt: skip
-def test_the_work_cap_refuses_large_runs_and_says_what_fits(width, depth, cap, n_frames):
-    most = _most_by_search(width, depth, cap, n_frames)
+@pytest.mark.parametrize(
+    ("width", "depth", "task", "cap", "n_frames"),
+    [(1024, 4, "sin", DEFAULT_WORK_CAP, 50), (4096, 1, "sin", 2e7, 10), (512, 2, "sin", 3e7, 50),
+     (256, 2, "sin", 2e8, 7), (8192, 1, "spirals", DEFAULT_WORK_CAP, 50), (256, 3, "circles", 1e8, 50)],
+)  # fmt: skip
+def test_the_work_cap_refuses_large_runs_and_says_what_fits(width, depth, task, cap, n_frames):
+    most = _most_by_search(width, depth, task, cap, n_frames)
     assert 0 < most < 5000
+    raw = {"width": width, "depth": depth, "task": task}
     with pytest.raises(ParamError) as info:
-        parse_params({"width": width, "depth": depth, "steps": most + 1}, work_cap=cap, n_frames=n_frames)
+        parse_params({**raw, "steps": most + 1}, work_cap=cap, n_frames=n_frames)
     (error,) = info.value.errors
     assert error["param"] == "steps" and "cap" in error["message"]
     assert f"at most {most:,} step{'s' if most > 1 else ''} at" in error["message"]
-    parse_params({"width": width, "depth": depth, "steps": most}, work_cap=cap, n_frames=n_frames)
+    parse_params({**raw, "steps": most}, work_cap=cap, n_frames=n_frames)
 
 
 def test_the_widest_run_fits_and_the_largest_network_is_refused():

@@ -5,15 +5,16 @@ and what was received, so that the page can show it beside the control. :data:`S
 ranges: the server sends it to the page (``GET /api/params``), which builds its controls from it.
 
 The work of a run is full-batch gradient descent, whose cost per step is proportional to the number of trainable
-parameters P. For a depth-L MLP of width n on d inputs and O outputs
+parameters P times the task's cost of one step, c_task (:data:`TASK_STEP_COST`: 1 for sin(3x) on 40 points). For a
+depth-L MLP of width n on d inputs and O outputs
 
-    P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1),
+    P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1).
 
 A run also measures the network's kernel on every streamed frame (a Jacobian over the training and probe points
 and its contraction), and each frame costs about as much as :data:`FRAME_COST_STEPS` training steps. The work of
 a run with F frames after t = 0 (F = min(n_frames, steps)) is therefore
 
-    W = P·(steps + FRAME_COST_STEPS·(F + 1)),
+    W = c_task·P·(steps + FRAME_COST_STEPS·(F + 1)),
 
 which grows like width × depth × steps for one hidden layer and like width² × (depth − 1) × steps for deeper
 ones. A run is refused when W exceeds the cap, or when P alone exceeds :data:`MAX_PARAMETERS`.
@@ -44,6 +45,11 @@ DEFAULT_FRAMES = 50
 #: AMD EPYC core (torch 2.13, one thread) as the time of a frame over the time of a step: 7 to 36 over widths
 #: 256 to 8192, depths 1 to 3 and both task shapes; the cap counts the upper end.
 FRAME_COST_STEPS = 40
+
+#: A full-batch step of each task relative to one of sin(3x) at the same parameter count: the 2-D tasks train on
+#: 64 points of 2 inputs and draw a 32 × 32 grid. Measured (CPU time, one thread, AMD EPYC) at widths 2048 and
+#: 8192: 2.5 to 3.6 for their steps and 1.9 to 3.5 for their frames; the cap counts 3.5.
+TASK_STEP_COST = {"sin": 1.0, "spirals": 3.5, "circles": 3.5}
 
 #: The largest network one run may build (its parameters, gradients and kernels must fit comfortably in memory).
 MAX_PARAMETERS = 20_000_000
@@ -104,16 +110,20 @@ def frame_count(steps: int, n_frames: int = DEFAULT_FRAMES) -> int:
     return min(n_frames, steps) + 1
 
 
-def work(params: RunParams, n_frames: int = DEFAULT_FRAMES) -> int:
-    """The work a run starts, P·(steps + FRAME_COST_STEPS·(F + 1)) in parameter-steps (see the module docstring)."""
+def step_cost(params: RunParams) -> float:
+    """The work of one training step, c_task·P, in sin-task parameter-steps (see the module docstring)."""
     d, o = TASK_SHAPES[params.task]
-    p = n_parameters(params.width, params.depth, d, o)
-    return p * (params.steps + FRAME_COST_STEPS * frame_count(params.steps, n_frames))
+    return TASK_STEP_COST[params.task] * n_parameters(params.width, params.depth, d, o)
 
 
-def most_steps(n_params: int, work_cap: float, n_frames: int = DEFAULT_FRAMES) -> int:
-    """The most steps whose work fits ``work_cap`` for a network of ``n_params`` parameters (0 if none does)."""
-    budget = work_cap / n_params
+def work(params: RunParams, n_frames: int = DEFAULT_FRAMES) -> float:
+    """The work a run starts, c_task·P·(steps + FRAME_COST_STEPS·(F + 1)) (see the module docstring)."""
+    return step_cost(params) * (params.steps + FRAME_COST_STEPS * frame_count(params.steps, n_frames))
+
+
+def most_steps(cost_per_step: float, work_cap: float, n_frames: int = DEFAULT_FRAMES) -> int:
+    """The most steps whose work fits ``work_cap`` when one step costs ``cost_per_step`` (0 if none does)."""
+    budget = work_cap / cost_per_step
     long = math.floor(budget - FRAME_COST_STEPS * (n_frames + 1))  # runs with at least n_frames steps
     if long >= n_frames:
         return long
@@ -183,16 +193,17 @@ def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP, n_frames: int = D
             f"width {params.width} at depth {params.depth} makes a network of {p:,} parameters, above the cap "
             f"{MAX_PARAMETERS:,} for one run; choose a smaller width or depth")}])  # fmt: skip
     if cost > work_cap:
-        most = most_steps(p, work_cap, n_frames)
+        most = most_steps(step_cost(params), work_cap, n_frames)
+        c = TASK_STEP_COST[params.task]
+        task_factor, task_value = (f"the {params.task} task's step cost × ", f"{c:g} × ") if c != 1 else ("", "")
         hint = (
             f"at most {most:,} step{'s' if most != 1 else ''} at this width and depth, or a smaller width or depth"
             if most
             else ("a smaller width or depth")
         )
         errors.append({"param": "steps", "message": (
-            f"this run is too large: parameters × (steps + {FRAME_COST_STEPS} per kernel frame) = {p:,} × "
-            f"({params.steps:,} + {FRAME_COST_STEPS} × {frame_count(params.steps, n_frames)}) = {cost:.3g}, above "
-            f"the cap "
-            f"{work_cap:.3g}; choose {hint}")})  # fmt: skip
+            f"this run is too large: {task_factor}parameters × (steps + {FRAME_COST_STEPS} per kernel frame) = "
+            f"{task_value}{p:,} × ({params.steps:,} + {FRAME_COST_STEPS} × {frame_count(params.steps, n_frames)}) = "
+            f"{cost:.3g}, above the cap {work_cap:.3g}; choose {hint}")})  # fmt: skip
         raise ParamError(errors)
     return params

@@ -107,7 +107,7 @@ async function updateLimits() {
     help.textContent = `stable for η < ${body.max_learning_rate.toPrecision(3)} with these settings`;
     help.classList.toggle("warn", !(lr < body.max_learning_rate));
     const share = body.work / body.work_cap;
-    work.textContent = `${body.n_parameters.toLocaleString()} parameters × steps = ${(100 * share).toPrecision(2)}% of the cap`;
+    work.textContent = `${body.n_parameters.toLocaleString()} parameters; steps and kernel frames: ${(100 * share).toPrecision(2)}% of the work cap`;
     work.classList.toggle("warn", share > 1);
   } catch { /* the run itself reports errors */ }
 }
