@@ -263,3 +263,27 @@ def test_a_token_guards_the_api_but_not_the_page():
         assert httpx.get(server.url + "/api/params", headers={"x-ntkit-token": token}).status_code == 200
         run = httpx.post(server.url + "/api/run", json={**SMALL, "client": "t"}, headers={"x-ntkit-token": token})
         assert run.status_code == 200 and '"type":"done"' in run.text
+
+
+def test_a_flood_from_two_ids_on_one_address_leaves_room_for_others():
+    with LiveServer(n_frames=4, max_runs=2, runs_per_address=1, run_burst=4, runs_per_minute=6) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            with http.stream("POST", "/api/run", json={**LONG, "client": "flood-a"}) as held:
+                lines = held.iter_lines()  # held: a dropped iterator closes the connection
+                next(lines)
+                url = f"{server.url}/api/run"
+                codes = [
+                    httpx.post(url, json={**SMALL, "client": f"flood-{'bc'[i % 2]}"}).status_code for i in range(10)
+                ]
+                # Two more ids from the same address: its one slot is taken, then its bucket is empty.
+                assert set(codes) == {429}, codes
+                # Another address (127.0.0.2 is loopback too) still gets the second slot.
+                other = httpx.Client(base_url=server.url, timeout=30,
+                                     transport=httpx.HTTPTransport(local_address="127.0.0.2"))  # fmt: skip
+                with other:
+                    with other.stream("POST", "/api/run", json={**SMALL, "client": "elsewhere"}) as response:
+                        assert response.status_code == 200
+                        assert '"type":"done"' in [line for line in response.iter_lines() if line][-1]
+                httpx.post(f"{server.url}/api/stop", json={"client": "flood-a"})
+        assert server.wait_ended("flood-a") == "stopped"
+        assert server.registry.ended["elsewhere"] == "done"
