@@ -10,9 +10,9 @@ from ntkit.demo.params import (
     DEFAULT_WORK_CAP,
     FRAME_COST_STEPS,
     SPEC,
-    TASK_STEP_COST,
     ParamError,
     RunParams,
+    cost_model,
     n_parameters,
     parse_params,
     work,
@@ -96,13 +96,13 @@ def test_work_is_parameters_times_steps_and_frames():
     assert n_parameters(32, 3, 2, 1) == 32 * 3 + 2 * 32 * 33 + 33
     p = n_parameters(32, 3, 2, 1)
     # 10 steps stream a frame at t = 0 and one after each step (10 ≤ n_frames), each costing FRAME_COST_STEPS steps
-    c = TASK_STEP_COST["spirals"]  # a 2-D step costs more than a sin(3x) one, whose cost is the unit
-    assert TASK_STEP_COST["sin"] == 1 and c > 1
-    assert work(RunParams(width=32, depth=3, task="spirals", steps=10)) == c * p * (10 + FRAME_COST_STEPS * 11)
-    assert work(RunParams(width=32, depth=3, task="spirals", steps=10), n_frames=4) == c * p * (
-        10 + FRAME_COST_STEPS * 5
-    )
-    assert work(RunParams(width=32, depth=3, task="sin", steps=10)) == n_parameters(32, 3, 1, 1) * (10 + 40 * 11)
+    # A 2-D step costs more than a sin(3x) one (the unit); a deeper network's frame costs fewer of its steps.
+    assert cost_model("sin", 1) == (1.0, FRAME_COST_STEPS) == (1.0, 40)
+    c, k = cost_model("spirals", 3)
+    assert c > 1 and k < FRAME_COST_STEPS
+    assert work(RunParams(width=32, depth=3, task="spirals", steps=10)) == c * p * (10 + k * 11)
+    assert work(RunParams(width=32, depth=3, task="spirals", steps=10), n_frames=4) == c * p * (10 + k * 5)
+    assert work(RunParams(width=32, depth=1, task="sin", steps=10)) == n_parameters(32, 1, 1, 1) * (10 + 40 * 11)
 
 
 def _most_by_search(width: int, depth: int, task: str, cap: float, n_frames: int) -> int:
@@ -114,7 +114,8 @@ def _most_by_search(width: int, depth: int, task: str, cap: float, n_frames: int
 @pytest.mark.parametrize(
     ("width", "depth", "task", "cap", "n_frames"),
     [(1024, 4, "sin", DEFAULT_WORK_CAP, 50), (4096, 1, "sin", 2e7, 10), (512, 2, "sin", 3e7, 50),
-     (256, 2, "sin", 2e8, 7), (8192, 1, "spirals", DEFAULT_WORK_CAP, 50), (256, 3, "circles", 1e8, 50)],
+     (256, 2, "sin", 2e8, 7), (8192, 1, "spirals", DEFAULT_WORK_CAP, 50), (256, 3, "circles", 1e8, 50),
+     (1024, 4, "spirals", DEFAULT_WORK_CAP, 50)],
 )  # fmt: skip
 def test_the_work_cap_refuses_large_runs_and_says_what_fits(width, depth, task, cap, n_frames):
     most = _most_by_search(width, depth, task, cap, n_frames)

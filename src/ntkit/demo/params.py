@@ -5,16 +5,16 @@ and what was received, so that the page can show it beside the control. :data:`S
 ranges: the server sends it to the page (``GET /api/params``), which builds its controls from it.
 
 The work of a run is full-batch gradient descent, whose cost per step is proportional to the number of trainable
-parameters P times the task's cost of one step, c_task (:data:`TASK_STEP_COST`: 1 for sin(3x) on 40 points). For a
+parameters P times the task's cost of one step, c_task (:func:`cost_model`: 1 for sin(3x) on 40 points). For a
 depth-L MLP of width n on d inputs and O outputs
 
     P(n, L) = n·(d + 1) + (L − 1)·n·(n + 1) + O·(n + 1).
 
 A run also measures the network's kernel on every streamed frame (a Jacobian over the training and probe points
-and its contraction), and each frame costs about as much as :data:`FRAME_COST_STEPS` training steps. The work of
-a run with F frames after t = 0 (F = min(n_frames, steps)) is therefore
+and its contraction), and each frame costs about as much as k_frame training steps (:func:`cost_model`: 40 with
+one hidden layer, 10 with more). The work of a run with F frames after t = 0 (F = min(n_frames, steps)) is
 
-    W = c_task·P·(steps + FRAME_COST_STEPS·(F + 1)),
+    W = c_task·P·(steps + k_frame·(F + 1)),
 
 which grows like width × depth × steps for one hidden layer and like width² × (depth − 1) × steps for deeper
 ones. A run is refused when W exceeds the cap, or when P alone exceeds :data:`MAX_PARAMETERS`.
@@ -41,15 +41,18 @@ DEFAULT_WORK_CAP = 3e8
 #: Frames streamed per run after t = 0 (one more, at t = 0, opens the run).
 DEFAULT_FRAMES = 50
 
-#: One frame's kernel measurement in units of one full-batch training step of the same network. Measured on an
-#: AMD EPYC core (torch 2.13, one thread) as the time of a frame over the time of a step: 7 to 36 over widths
-#: 256 to 8192, depths 1 to 3 and both task shapes; the cap counts the upper end.
+#: One frame's kernel measurement in units of one full-batch training step of the same network, with one hidden
+#: layer and with more. Measured on an AMD EPYC core (torch 2.13, one thread) as the time of a frame over the time
+#: of a step: 14 to 36 with one hidden layer (widths 256 to 8192), 3.4 to 9.0 with 2 to 4 (widths 256 to 1024),
+#: both task shapes; the cap counts the upper ends.
 FRAME_COST_STEPS = 40
+DEEP_FRAME_COST_STEPS = 10
 
 #: A full-batch step of each task relative to one of sin(3x) at the same parameter count: the 2-D tasks train on
-#: 64 points of 2 inputs and draw a 32 × 32 grid. Measured (CPU time, one thread, AMD EPYC) at widths 2048 and
-#: 8192: 2.5 to 3.6 for their steps and 1.9 to 3.5 for their frames; the cap counts 3.5.
+#: 64 points of 2 inputs and draw a 32 × 32 grid. Measured (CPU time, one thread, AMD EPYC): 2.5 to 3.6 with one
+#: hidden layer (widths 2048, 8192; their frames 1.9 to 3.5), 1.0 to 1.5 with 2 to 4 (widths 256 to 1024).
 TASK_STEP_COST = {"sin": 1.0, "spirals": 3.5, "circles": 3.5}
+DEEP_TASK_STEP_COST = {"sin": 1.0, "spirals": 1.5, "circles": 1.5}
 
 #: The largest network one run may build (its parameters, gradients and kernels must fit comfortably in memory).
 MAX_PARAMETERS = 20_000_000
@@ -110,24 +113,34 @@ def frame_count(steps: int, n_frames: int = DEFAULT_FRAMES) -> int:
     return min(n_frames, steps) + 1
 
 
+def cost_model(task: str, depth: int) -> tuple[float, int]:
+    """(c_task, k_frame): a step's cost relative to sin(3x)'s, and a frame's in steps (see the module docstring)."""
+    if depth == 1:
+        return TASK_STEP_COST[task], FRAME_COST_STEPS
+    return DEEP_TASK_STEP_COST[task], DEEP_FRAME_COST_STEPS
+
+
 def step_cost(params: RunParams) -> float:
     """The work of one training step, c_task·P, in sin-task parameter-steps (see the module docstring)."""
     d, o = TASK_SHAPES[params.task]
-    return TASK_STEP_COST[params.task] * n_parameters(params.width, params.depth, d, o)
+    return cost_model(params.task, params.depth)[0] * n_parameters(params.width, params.depth, d, o)
 
 
 def work(params: RunParams, n_frames: int = DEFAULT_FRAMES) -> float:
-    """The work a run starts, c_task·P·(steps + FRAME_COST_STEPS·(F + 1)) (see the module docstring)."""
-    return step_cost(params) * (params.steps + FRAME_COST_STEPS * frame_count(params.steps, n_frames))
+    """The work a run starts, c_task·P·(steps + k_frame·(F + 1)) (see the module docstring)."""
+    k_frame = cost_model(params.task, params.depth)[1]
+    return step_cost(params) * (params.steps + k_frame * frame_count(params.steps, n_frames))
 
 
-def most_steps(cost_per_step: float, work_cap: float, n_frames: int = DEFAULT_FRAMES) -> int:
-    """The most steps whose work fits ``work_cap`` when one step costs ``cost_per_step`` (0 if none does)."""
+def most_steps(cost_per_step: float, work_cap: float, n_frames: int = DEFAULT_FRAMES,
+               k_frame: int = FRAME_COST_STEPS) -> int:  # fmt: skip
+    """The most steps whose work fits ``work_cap`` when one step costs ``cost_per_step`` and one frame ``k_frame``
+    steps (0 if none does)."""
     budget = work_cap / cost_per_step
-    long = math.floor(budget - FRAME_COST_STEPS * (n_frames + 1))  # runs with at least n_frames steps
+    long = math.floor(budget - k_frame * (n_frames + 1))  # runs with at least n_frames steps
     if long >= n_frames:
         return long
-    return max(0, math.floor((budget - FRAME_COST_STEPS) / (1 + FRAME_COST_STEPS)))  # one frame per step
+    return max(0, math.floor((budget - k_frame) / (1 + k_frame)))  # one frame per step
 
 
 def _check_one(name: str, value: Any) -> tuple[Any, str | None]:
@@ -193,8 +206,8 @@ def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP, n_frames: int = D
             f"width {params.width} at depth {params.depth} makes a network of {p:,} parameters, above the cap "
             f"{MAX_PARAMETERS:,} for one run; choose a smaller width or depth")}])  # fmt: skip
     if cost > work_cap:
-        most = most_steps(step_cost(params), work_cap, n_frames)
-        c = TASK_STEP_COST[params.task]
+        c, k_frame = cost_model(params.task, params.depth)
+        most = most_steps(step_cost(params), work_cap, n_frames, k_frame)
         task_factor, task_value = (f"the {params.task} task's step cost × ", f"{c:g} × ") if c != 1 else ("", "")
         hint = (
             f"at most {most:,} step{'s' if most != 1 else ''} at this width and depth, or a smaller width or depth"
@@ -202,8 +215,8 @@ def parse_params(raw: Any, work_cap: float = DEFAULT_WORK_CAP, n_frames: int = D
             else ("a smaller width or depth")
         )
         errors.append({"param": "steps", "message": (
-            f"this run is too large: {task_factor}parameters × (steps + {FRAME_COST_STEPS} per kernel frame) = "
-            f"{task_value}{p:,} × ({params.steps:,} + {FRAME_COST_STEPS} × {frame_count(params.steps, n_frames)}) = "
+            f"this run is too large: {task_factor}parameters × (steps + {k_frame} per kernel frame) = "
+            f"{task_value}{p:,} × ({params.steps:,} + {k_frame} × {frame_count(params.steps, n_frames)}) = "
             f"{cost:.3g}, above the cap {work_cap:.3g}; choose {hint}")})  # fmt: skip
         raise ParamError(errors)
     return params
