@@ -83,6 +83,12 @@ def test_every_section_renders_and_the_seed_example_matches_numpy(browser, serve
         page.wait_for_selector(f"#story-plot[data-width='{width}']")
     board = json.loads((ARTIFACTS.parents[1] / "src/ntkit/demo/static/storyboard.json").read_text())
     assert [r["width"] for r in board["runs"]] == [32, 512, 8192]
+    # Every claim links to an equation, a code line or a section that exists on the page.
+    targets = page.eval_on_selector_all("#sources a[href^='#'], #learning-map a[href^='#']",
+                                        "els => els.map((a) => a.getAttribute('href').slice(1))")  # fmt: skip
+    assert {"eq-ntk", "eq-ode", "eq-closed-form", "code-kernel", "code-empirical", "code-predict"} <= set(targets)
+    missing = [t for t in targets if page.locator(f"[id='{t}']").count() != 1]
+    assert not missing, f"links to nothing: {missing}"
     # A source's scope button sets the experiment it points to.
     page.click("#source-jacot button.apply")
     assert page.inner_text("#width-out") == "n = 4096"
@@ -175,11 +181,11 @@ def test_phone_layout_and_accessibility(browser, server):
         pytest.fail(message) if REQUIRED else pytest.skip(message)
     page, problems = _open(browser, server, width=375, height=812)
     page.wait_for_selector("#seed-output[data-mse-no-bias]", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "lesson-top-375.png"))
     page.locator("#practice-list form").first.locator("input[type=radio]").first.check()
     page.locator("#practice-list form").first.locator("button.commit").click()
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the page scrolls sideways at phone width ({width}px)"
-    page.screenshot(path=str(ARTIFACTS / "lesson-top-375.png"))
     page.locator("#practice").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "lesson-practice-375.png"))
     page.screenshot(path=str(ARTIFACTS / "lesson-full-375.png"), full_page=True)
