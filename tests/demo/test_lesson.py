@@ -116,6 +116,16 @@ def test_the_practice_loop_reveals_only_after_a_commitment(browser, server):
         assert form.locator("input[type=radio]:enabled").count() == 0, "a committed prediction cannot change"
     page.locator("#practice-alpha button.apply").click()
     assert page.inner_text("#width-out") == "n = 32" and page.inner_text("#alpha-out") == "α = 100"
+    # Every pointer to the experiment leads to a setting the server accepts, with a stable learning rate.
+    buttons = page.locator("#practice-list button.apply, #sources button.apply")
+    assert buttons.count() == forms.count() + 2
+    for i in range(buttons.count()):
+        buttons.nth(i).click()
+        limits = page.evaluate("""async () => { const r = await ntkitDemo.apiFetch('/api/limits',
+            { method: 'POST', body: JSON.stringify(ntkitDemo.readParams()) }); return [r.status, await r.json()]; }""")
+        status, body = limits
+        assert status == 200 and body["work"] <= body["work_cap"], (i, body)
+        assert page.evaluate("ntkitDemo.readParams().learning_rate") < body["max_learning_rate"], (i, body)
     assert not problems, problems
     page.close()
 

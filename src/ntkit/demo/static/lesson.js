@@ -10,7 +10,7 @@ const lesson = (() => {
   // The learning map: which of the four stages is in view.
 
   const STAGES = ["intuition", "math", "code", "experiment"];
-  const STAGE_NAMES = { intuition: "1 · Intuition", math: "2 · The math", code: "3 · The code", experiment: "4 · The experiment" };
+  const STAGE_NAMES = { intuition: "Intuition", math: "The math", code: "The code", experiment: "The experiment" };
 
   function markStage(id) {
     document.querySelectorAll("#learning-map .stages a").forEach((a) => {
@@ -121,25 +121,25 @@ const lesson = (() => {
       id: "double", prompt: "In the NTK parameterization, doubling the width changes how far the kernel moves during training by a factor of about…",
       options: ["2 (it moves twice as far)", "1 (no change)", "1/√2 ≈ 0.7", "1/4"], answer: 2,
       reason: "Each weight moves by O(1/√n), and the kernel's change is of the same order: ‖Θ_T − Θ_0‖/‖Θ_0‖ ~ 1/√n, so doubling n multiplies it by 1/√2.",
-      settings: { width: 1024, parameterization: "ntk", alpha: null }, hint: "run n = 1024 and then n = 2048 (or 512 and 1024) and compare the kernel change in the table",
+      settings: { width: 1024, depth: 1, parameterization: "ntk", alpha: null, learning_rate: 0.3, steps: 400 }, hint: "run n = 1024 and then n = 2048 (or 512 and 1024) and compare the kernel change in the table",
     },
     {
       id: "mup", prompt: "Under μP (maximal update parameterization), at a large width the kernel…",
       options: ["freezes, like in the NTK parameterization", "keeps moving by an amount that does not shrink with width"], answer: 1,
       reason: "μP scales the output layer and the learning rates so that features move by O(1) at every width: it is built to learn features, so the kernel does not freeze and the NTK prediction drifts away.",
-      settings: { width: 4096, parameterization: "mup", alpha: null }, hint: "run μP at n = 4096",
+      settings: { width: 4096, depth: 1, parameterization: "mup", alpha: null, learning_rate: 0.3, steps: 400 }, hint: "run μP at n = 4096",
     },
     {
       id: "alpha", prompt: "At a narrow width (n = 32), turning on the lazy scale α = 100 makes the network track its kernel prediction…",
       options: ["more closely", "less closely", "no differently"], answer: 0,
       reason: "Training α·(f − f₀) with the loss divided by α² needs weights to move only 1/α as far for the same change of output (Chizat, Oyallon & Bach, 2019): any network becomes lazy, width or not.",
-      settings: { width: 32, parameterization: "ntk", alpha: 100 }, hint: "run n = 32 with the lazy scale at α = 100, then without it",
+      settings: { width: 32, depth: 1, parameterization: "ntk", alpha: 100, learning_rate: 0.3, steps: 400 }, hint: "run n = 32 with the lazy scale at α = 100, then without it",
     },
     {
       id: "notrain", prompt: "Why can the prediction be drawn before the network has trained a single step?",
       options: ["the server trains a hidden copy first", "it is a closed form of the kernel Θ, the targets y and the start f₀, and Θ is computed from the architecture alone", "it is fitted to the first steps of the loss curve"], answer: 1,
       reason: "With Θ fixed, gradient descent on a squared loss is a linear recursion in function space: f_t = y + (I − ηΘ/N)^t (f_0 − y). The analytic Θ needs only the layer specification.",
-      settings: { width: 4096, parameterization: "ntk", alpha: null }, hint: "watch the dashed prediction at step 0 of any run: it is already complete",
+      settings: { width: 4096, depth: 1, parameterization: "ntk", alpha: null, learning_rate: 0.3, steps: 400 }, hint: "watch the dashed prediction at step 0 of any run: it is already complete",
     },
   ];
 
