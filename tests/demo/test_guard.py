@@ -134,6 +134,9 @@ def test_hostile_headers_are_refused(guarded):
     rebound = httpx.post(url, json=body, headers={"host": f"evil.example:{guarded.port}"})
     assert rebound.status_code == 421
     assert httpx.get(guarded.url + "/", headers={"host": "evil.example"}).status_code == 421
+    link = {"sec-fetch-site": "cross-site", "sec-fetch-mode": "navigate"}  # a link from another site to the page
+    assert httpx.get(guarded.url + "/", headers=link).status_code == 200
+    assert httpx.get(guarded.url + "/api/params", headers=link).status_code == 403
     fetch = httpx.post(url, json={**body, "steps": 0}, headers={"origin": guarded.url})  # the page's own origin
     assert fetch.status_code == 422 and fetch.json()["errors"][0]["param"] == "steps"
     page = httpx.get(guarded.url + "/")

@@ -225,5 +225,7 @@ def test_the_page_carries_the_token(browser):
         other = browser.new_page()
         other.goto(server.url + "/")  # a fresh tab without it: the page says what is missing
         other.wait_for_function("document.getElementById('seed-output').textContent.includes('token')")
+        other.wait_for_selector("#errors:not([hidden])")
+        assert "?token=" in other.inner_text("#errors")
         other.close()
         page.close()

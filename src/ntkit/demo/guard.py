@@ -9,7 +9,8 @@ this order, before the app sees it:
    rebinding attack needs one. Refused with 421.
 2. **Origin** (against cross-site requests): a request that carries ``Origin`` (every browser ``fetch`` that
    posts does) must come from the page's own origin, ``http://<its Host>``, or from an origin added with
-   ``trusted_origins``. Refused with 403.
+   ``trusted_origins``; an API call that the browser marks ``Sec-Fetch-Site: cross-site`` needs one. Refused
+   with 403. A plain link from another site may still open the page.
 3. **Token**, when the server has one: every ``/api/`` request must carry it in the ``X-Ntkit-Token`` header
    (compared in constant time). The page and its static files need none, so the first paint stays static. 401.
 4. **Rate** per client address (token buckets): run starts, and all API calls. Refused with 429 and
@@ -259,11 +260,11 @@ class Guard:
         if origin is not None and not config.origin_allowed(origin, host):
             return _refusal(403, "origin", f"requests from other sites are refused; got Origin {origin[:80]!r} "
                             "(start the demo with --trusted-origin to allow one)")  # fmt: skip
+        path = scope.get("path", "")
+        if not path.startswith("/api/"):  # the page and its files: a link from another site may open them
+            return None
         if headers.get("sec-fetch-site") == "cross-site" and origin is None:
             return _refusal(403, "origin", "requests from other sites are refused")
-        path = scope.get("path", "")
-        if not path.startswith("/api/"):
-            return None
         if config.token is not None and not hmac.compare_digest(
             headers.get(TOKEN_HEADER, "").encode(), config.token.encode()
         ):

@@ -456,10 +456,12 @@ async function main() {
   buildPlotGrid();
   try {
     const response = await apiFetch("/api/params");
-    state.spec = (await response.json()).spec;
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.errors.map((e) => e.message).join("; "));
+    state.spec = body.spec;
     applySpec(state.spec);
   } catch (err) {
-    showErrors([{ param: "server", message: `could not load the parameter ranges: ${err}` }]);
+    showErrors([{ param: "server", message: `could not load the parameter ranges: ${err.message || err}` }]);
   }
   for (const id of ["width", "depth", "alpha", "lazy"]) $(id).addEventListener("input", syncOutputs);
   $("controls").addEventListener("input", scheduleLimits);
