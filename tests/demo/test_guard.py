@@ -234,7 +234,9 @@ def _replace_while_another_client_starts(guarded) -> None:
                 assert response.status_code == 200
                 first = time.monotonic() - start
                 list(response.iter_lines())
-        assert first < 2.0, f"another client waited {first:.1f} s while a run was being replaced"
+        # The old code held the server's lock while waiting up to 10 s for the stuck run; 5 s leaves room for a
+        # busy machine to build the other client's small run.
+        assert first < 5.0, f"another client waited {first:.1f} s while a run was being replaced"
         assert thread.is_alive(), "the replacing client itself waits for its old run"
     finally:
         stuck.finished.set()
@@ -244,13 +246,13 @@ def _replace_while_another_client_starts(guarded) -> None:
 
 
 def test_the_rate_limit_answers_429_with_retry_after():
-    with LiveServer(run_burst=3, runs_per_minute=6, api_burst=10_000) as server:
+    with LiveServer(run_burst=3, runs_per_minute=0.6, api_burst=10_000) as server:  # refills one per 100 s
         url = f"{server.url}/api/run"
         answers = [httpx.post(url, json={**SMALL, "steps": 0, "client": "r"}) for _ in range(5)]
         assert [a.status_code for a in answers] == [422, 422, 422, 429, 429]
-        assert answers[3].headers["retry-after"] == "10" and "try again in 10 s" in answers[3].text
+        assert 99 <= int(answers[3].headers["retry-after"]) <= 100 and "try again in" in answers[3].text
         assert httpx.post(f"{server.url}/api/limits", json=SMALL).status_code == 200  # other calls still pass
-    with LiveServer(api_burst=4, api_per_second=0.5) as server:
+    with LiveServer(api_burst=4, api_per_second=0.01) as server:
         codes = [httpx.get(f"{server.url}/api/params").status_code for _ in range(6)]
         assert codes == [200] * 4 + [429] * 2
 
