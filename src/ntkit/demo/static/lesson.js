@@ -121,7 +121,7 @@ const lesson = (() => {
       id: "double", prompt: "In the NTK parameterization, doubling the width changes how far the kernel moves during training by a factor of about…",
       options: ["2 (it moves twice as far)", "1 (no change)", "1/√2 ≈ 0.7", "1/4"], answer: 2,
       reason: "Each weight moves by O(1/√n), and the kernel's change is of the same order: ‖Θ_T − Θ_0‖/‖Θ_0‖ ~ 1/√n, so doubling n multiplies it by 1/√2.",
-      settings: { width: 1024, depth: 1, parameterization: "ntk", alpha: null, learning_rate: 0.3, steps: 400 }, hint: "run n = 1024 and then n = 2048 (or 512 and 1024) and compare the kernel change in the table",
+      settings: { width: 512, depth: 1, parameterization: "ntk", alpha: null, learning_rate: 0.3, steps: 400 }, hint: "run n = 512 and then n = 2048, four times wider, and compare the kernel change in the table: it should about halve (one seed is noisy; a factor of two in width is within its noise)",
     },
     {
       id: "mup", prompt: "Under μP (maximal update parameterization), at a large width the kernel…",
@@ -130,10 +130,10 @@ const lesson = (() => {
       settings: { width: 4096, depth: 1, parameterization: "mup", alpha: null, learning_rate: 0.3, steps: 400 }, hint: "run μP at n = 4096",
     },
     {
-      id: "alpha", prompt: "At a narrow width (n = 32), turning on the lazy scale α = 100 makes the network track its kernel prediction…",
-      options: ["more closely", "less closely", "no differently"], answer: 0,
-      reason: "Training α·(f − f₀) with the loss divided by α² needs weights to move only 1/α as far for the same change of output (Chizat, Oyallon & Bach, 2019): any network becomes lazy, width or not.",
-      settings: { width: 32, depth: 1, parameterization: "ntk", alpha: 100, learning_rate: 0.3, steps: 400 }, hint: "run n = 32 with the lazy scale at α = 100, then without it",
+      id: "alpha", prompt: "At a narrow width (n = 32), turning on the lazy scale α = 100…",
+      options: ["freezes the kernel, and the network then tracks the infinite-width prediction closely", "freezes the kernel, but the network still misses the infinite-width prediction", "leaves the kernel moving as much as before"], answer: 1,
+      reason: "Training α·(f − f₀) with the loss divided by α² needs each weight to move only 1/α as far for the same change of output (Chizat, Oyallon & Bach, 2019), so the kernel stays at its start Θ₀: the network is lazy. But at n = 32 that start is itself about 1/√n away from the infinite-width Θ that the prediction uses. Lazy is not the same as wide: the kernel change drops to a tiny fraction, the gap does not.",
+      settings: { width: 32, depth: 1, parameterization: "ntk", alpha: 100, learning_rate: 0.3, steps: 400 }, hint: "run n = 32 with the lazy scale at α = 100 into one slot and without it into the other, and compare the kernel change and the gap",
     },
     {
       id: "notrain", prompt: "Why can the prediction be drawn before the network has trained a single step?",
