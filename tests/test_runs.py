@@ -85,3 +85,13 @@ def test_unwritable_folder_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match=r"--out '.*file/sub' cannot be written"):
         check_writable(tmp_path / "file" / "sub", "--out")
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path):
+    first = RunFolder(tmp_path, "square", {"n": 3}).start()
+    with pytest.raises(
+        RunFolderError, match=rf"out '{tmp_path}' is being written by another run \(pid {os.getpid()}\)"
+    ):
+        RunFolder(tmp_path, "square", {"n": 4}).start()
+    first.close()
+    RunFolder(tmp_path, "square", {"n": 4}).start().close()  # free again

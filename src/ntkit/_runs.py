@@ -10,7 +10,9 @@ A command that computes many independent cells (seeds, widths, parameterizations
 Every file is written under a temporary name in the same folder and renamed over its target (``os.replace`` is
 atomic on POSIX), so a reader sees the old file or the new one, never half of one. The manifest says "running" from
 the moment a run starts until every output is written; only then does it say "complete" and list each output's
-SHA-256 (outputs are listed as they are written, so a killed run's folder says which files are its own).
+SHA-256 (outputs are listed as they are written, so a killed run's folder says which files are its own). A run
+holds an exclusive lock on ``out/.lock`` (``flock``, dropped by the kernel when the process dies, even by SIGKILL),
+so a second run into the same folder is refused while the first one writes.
 :func:`read_run` refuses a folder that is not complete, or whose files differ from what its manifest lists
 (a newer run killed half way, a table edited by hand), and flags the files that no run of the folder wrote.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import hashlib
 import io
 import json
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 CELLS = "cells"
 FORMAT = 1
 FAULT_ENV = "NTKIT_FAULT"
@@ -192,10 +196,12 @@ class RunFolder:
         self.resumed = False
         self._cells_used: set[str] = set()
         self._started = ""
+        self._lock = None
 
     def start(self) -> RunFolder:
         """Check that ``out`` can be written, replace another run's outputs, and mark this run as running."""
         check_writable(self.out, self.option)
+        self._lock_folder()
         old = _read_manifest(self.out)
         self.resumed = old is not None and old.get("fingerprint") == self.fingerprint
         if old is not None and not self.resumed:
@@ -210,6 +216,29 @@ class RunFolder:
         self._started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self._write_manifest("running")
         return self
+
+    def _lock_folder(self) -> None:
+        """Hold an exclusive lock on out/.lock while this run writes (the kernel drops it when the process dies)."""
+        self._lock = open(self.out / LOCK, "a+")  # noqa: SIM115 (held until close())
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            self._lock = None
+            raise RunFolderError(f"{self.option} {str(self.out)!r} is being written by another run ({holder}); "
+                                 "wait for it to finish or choose another folder") from None  # fmt: skip
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()}")
+        self._lock.flush()
+
+    def close(self) -> None:
+        """Release the folder's lock (also released when the process ends, however it ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def _write_manifest(self, status: str) -> None:
         manifest = {"format": FORMAT, "command": self.command, "argv": self.argv, "version": self.version,
@@ -296,6 +325,7 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     path.unlink()
         self._write_manifest("complete")
+        self.close()
 
 
 def read_run(out: Path | str) -> dict:
@@ -324,5 +354,5 @@ def read_run(out: Path | str) -> dict:
             raise RunFolderError(f"{out}: {name} is listed by {run} but missing")
         if _file_digest(path) != digest:
             raise RunFolderError(f"{out}: {name} was not written by {run} (its SHA-256 differs): the folder mixes runs")
-    unlisted = sorted(p.name for p in out.iterdir() if p.name not in outputs and p.name not in (MANIFEST, CELLS))
+    unlisted = sorted(p.name for p in out.iterdir() if p.name not in outputs and p.name not in (MANIFEST, CELLS, LOCK))
     return {**manifest, "unlisted": unlisted}

@@ -65,7 +65,8 @@ def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fi
     try:
         check_fits()
         check_writable(args.out, "--out")
-        return RunFolder(args.out, command, config, args.argv, "--out").start()
+        args.folder = RunFolder(args.out, command, config, args.argv, "--out").start()
+        return args.folder
     except (ValueError, MemoryError) as exc:
         _refuse(command, exc)
         return None
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        if getattr(args, "folder", None) is not None:
+            args.folder.close()
 
 
 if __name__ == "__main__":

@@ -209,6 +209,7 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
     try:
         return _run(folder, progress)
     finally:
+        folder.close()
         torch.set_num_threads(saved_threads)
 
 
