@@ -2,9 +2,10 @@
 
 A command that computes many independent cells (seeds, widths, parameterizations) writes one folder::
 
-    out/manifest.json      command, argv, ntkit version, configuration, fingerprint, status, outputs and their SHA-256
-    out/cells/<hash>.json  one finished cell: its key and result, named by the hash of the command, the version, the
-                           settings the cell depends on and its key
+    out/manifest.json      command, argv, ntkit version and source digest, configuration, fingerprint, status,
+                           outputs and their SHA-256
+    out/cells/<hash>.json  one finished cell: its key and result, named by the hash of the command, the version and
+                           source digest (:func:`code_digest`), the settings the cell depends on and its key
     out/<outputs>          tables, plots, summary: written only after every cell is done
 
 Every file is written under a temporary name in the same folder and renamed over its target (``os.replace`` is
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -147,6 +149,17 @@ def training_bytes(n_params: int, n_activations: int, parameter_copies: int = 4)
     return BYTES_PER_NUMBER * (parameter_copies * n_params + 4 * n_activations)
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of every ntkit source file (``*.py``, sorted by path): cells and manifests computed by other code,
+    even under the same version number, are never reused."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _read_manifest(out: Path) -> dict | None:
     try:
         manifest = json.loads((out / MANIFEST).read_text())
@@ -190,8 +203,9 @@ class RunFolder:
         self.out, self.command, self.option = Path(out), command, option
         self.config = json.loads(_json(config))
         self.argv = list(argv) if argv is not None else None
-        self.version = __version__
-        self.fingerprint = _digest(_json({"command": command, "version": __version__, "config": self.config}))
+        self.version, self.code = __version__, code_digest()
+        self.fingerprint = _digest(_json({"command": command, "version": self.version, "code": self.code,
+                                          "config": self.config}))  # fmt: skip
         self.outputs: dict[str, str] = {}
         self.resumed = False
         self._cells_used: set[str] = set()
@@ -242,6 +256,7 @@ class RunFolder:
 
     def _write_manifest(self, status: str) -> None:
         manifest = {"format": FORMAT, "command": self.command, "argv": self.argv, "version": self.version,
+                    "code": self.code,
                     "config": self.config, "fingerprint": self.fingerprint, "status": status,
                     "started": self._started, "outputs": self.outputs}  # fmt: skip
         if status == "complete":
@@ -249,7 +264,8 @@ class RunFolder:
         atomic_write(self.out / MANIFEST, json.dumps(manifest, indent=1, allow_nan=True) + "\n")
 
     def _cell_path(self, key: Any, depends_on: dict) -> Path:
-        name = _digest(_json({"command": self.command, "version": self.version, "depends_on": depends_on, "key": key}))
+        name = _digest(_json({"command": self.command, "version": self.version, "code": self.code,
+                              "depends_on": depends_on, "key": key}))  # fmt: skip
         return self.out / CELLS / f"{name[:32]}.json"
 
     def load_cell(self, key: Any, depends_on: dict) -> Any | None:
@@ -264,8 +280,8 @@ class RunFolder:
 
     def save_cell(self, key: Any, depends_on: dict, result: Any) -> Any:
         """Store ``result`` (JSON-serializable) atomically; returns it as read back from JSON."""
-        text = _json({"command": self.command, "version": self.version, "depends_on": depends_on, "key": key,
-                      "result": result})  # fmt: skip
+        text = _json({"command": self.command, "version": self.version, "code": self.code, "depends_on": depends_on,
+                      "key": key, "result": result})  # fmt: skip
         path = self._cell_path(key, depends_on)
         atomic_write(path, text)
         self._cells_used.add(path.name)
