@@ -253,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that store their cells in a ``ntkit._runs.RunFolder``: Ctrl-C keeps what is done, a rerun resumes.
+RESUMABLE = ("example", "dynamics", "regimes")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -260,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
         print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
