@@ -131,6 +131,7 @@ def check_request(
     _check_per_example_mode(model)
 
     out, activations = probe_output(model, x1[:1], "x1", count_activations=True)
+    _check_examples_independent(model, x1 if x2 is None else torch.cat([x1[:2], x2[:2]]))
     return Problem(
         model=model,
         x1=x1.detach(),
@@ -180,6 +181,39 @@ def _check_per_example_mode(model: nn.Module) -> None:
                 f"model contains {type(module).__name__} {name!r} in training mode, which makes the NTK random; "
                 "call model.eval() first"
             )
+
+
+#: Examples the independence probe runs together (and one at a time).
+INDEPENDENCE_PROBE = 4
+
+
+def _check_examples_independent(model: nn.Module, x: torch.Tensor) -> None:
+    """A ValueError when an example's output depends on the other examples of its batch.
+
+    The NTK is per example: Θ(x, x') must not depend on which examples share a batch. Models that use batch
+    statistics (``x - x.mean(0)``, a custom normalisation, BatchNorm in training mode) or that are random in
+    forward break that, and each method would then compute a different, meaningless kernel. The first
+    ``INDEPENDENCE_PROBE`` examples are run as one batch and one at a time; outputs that differ by more than
+    rounding, √ε times the output scale (ε the machine epsilon of the output dtype), are refused.
+    """
+    batch = x[:INDEPENDENCE_PROBE]
+    if batch.shape[0] < 2:
+        return  # one example: nothing to interact with
+    with torch.no_grad():
+        together = model(batch).reshape(batch.shape[0], -1)
+        alone = torch.cat([model(batch[i : i + 1]).reshape(1, -1) for i in range(batch.shape[0])])
+    if not together.is_floating_point() or together.shape != alone.shape:
+        return
+    scale = float(torch.maximum(together.abs().max(), alone.abs().max()))
+    tolerance = math.sqrt(torch.finfo(together.dtype).eps) * scale
+    difference = float((together - alone).abs().max())
+    if not difference <= tolerance:  # also catches NaN
+        raise ValueError(
+            f"model's output for an example depends on the other examples in its batch: {batch.shape[0]} examples "
+            f"run together and one at a time differ by up to {difference:.3g} (rounding allows {tolerance:.3g}), so "
+            "a per-example NTK is undefined. Batch statistics (x - x.mean(0), a custom normalisation, BatchNorm "
+            "in training mode) or randomness in forward cause this; make forward treat each example alone"
+        )
 
 
 def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations: bool = False):
