@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
+from ntkit._validation import check_memory
+
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
 
@@ -290,6 +292,48 @@ def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
     return mapped
 
 
+#: Block-sized arrays alive at once while a pair block is formed and stored: the running sum over parameter
+#: tensors or layers, the next term, and their sum (or the block, its mirror and their symmetrised mean).
+PAIR_COPIES = 3
+
+
+def pair_bytes(problem: Problem) -> int:
+    """Bytes one (x1, x2) example pair takes in the working set of a pair block: ``PAIR_COPIES`` copies of its
+    O² ("full"), O ("diagonal") or 1 ("trace", "mean") numbers."""
+    per_pair = math.prod(output_shape(problem.output, 1, 1, problem.n_outputs))
+    return PAIR_COPIES * per_pair * problem.itemsize
+
+
+def check_working_set(problem: Problem, block: int, block_bytes: float) -> None:
+    """Refuse (``MemoryBudgetError``) before allocating when the result plus the working set of one block pair
+    exceeds the memory available, and say what would fit.
+
+    Needed ≈ N1·N2·(numbers per pair)·itemsize for the result, plus ``pair_bytes``·B² for a pair block of B
+    rows and B columns, plus ``block_bytes``, what the method holds for its blocks (Jacobians, layer factors,
+    cotangents).
+    """
+    n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
+    result = math.prod(output_shape(problem.output, n1, n2, problem.n_outputs)) * problem.itemsize
+    rows, cols = min(block, n1), min(block, n2)
+    needed = int(result + pair_bytes(problem) * rows * cols + block_bytes)
+    advice = [f"fewer rows (x1 has {n1}, x2 {n2}; the result grows as N1·N2)"]
+    if problem.output in ("full", "diagonal"):
+        factor = problem.n_outputs ** (2 if problem.output == "full" else 1)
+        advice.append(f"output='mean' or 'trace' ({factor}× smaller than {problem.output!r})")
+    if problem.itemsize > 4:
+        advice.append("float32 (model.float() and float inputs: half the bytes)")
+    if block > 1:
+        advice.append(f"a smaller batch_size (this call uses blocks of {block})")
+    advice.append("or ntkit.scale, which tiles a kernel too large for memory onto disk")
+    check_memory(
+        needed,
+        problem.x1.device,
+        f"empirical_ntk(output={problem.output!r}) of {n1}×{n2} examples with {problem.n_outputs} outputs "
+        f"(result {result / 2**30:.2f} GiB plus the working set of one block pair)",
+        "use " + ", ".join(advice),
+    )
+
+
 def output_shape(output: str, n1: int, n2: int, n_outputs: int) -> tuple[int, ...]:
     return {
         "full": (n1, n2, n_outputs, n_outputs),
@@ -332,13 +376,17 @@ def assemble(
     block_size: int,
     pair_block: Callable[[slice, slice], torch.Tensor],
     progress: bool = False,
+    block_bytes: float = 0.0,
 ) -> torch.Tensor:
     """Fill the (N1, N2, ...) kernel block by block with ``pair_block(rows, cols)``.
 
     When x2 was omitted only blocks on and above the diagonal are computed; the others are mirrored, and the
     diagonal blocks are symmetrised so that the result is exactly symmetric. Each block is detached as it is
     stored, so the kernel is a plain tensor (no ``grad_fn``) and no block keeps an autograd graph alive.
+    Before anything is allocated the result and working set are checked against the memory available
+    (:func:`check_working_set`, with ``block_bytes`` what the method holds for its blocks).
     """
+    check_working_set(problem, block_size, block_bytes)
     n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
     out = torch.empty(
         output_shape(problem.output, n1, n2, problem.n_outputs),
@@ -371,9 +419,17 @@ def _progress(items: Sequence, enabled: bool) -> Iterator:
     return iter(tqdm(items, desc="NTK blocks", unit="block"))
 
 
-def block_size_for(bytes_per_example: float, n: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """The largest block whose per-example intermediates fit in ``budget`` bytes (at least 1, at most n)."""
-    return int(max(1, min(n, math.floor(budget / max(bytes_per_example, 1.0)))))
+def block_size_for(
+    bytes_per_example: float, n: int, budget: int = DEFAULT_MEMORY_BUDGET, bytes_per_pair: float = 0.0
+) -> int:
+    """The largest block B whose intermediates fit in ``budget`` bytes (at least 1, at most n):
+    ``bytes_per_example``·B + ``bytes_per_pair``·B² ≤ budget, the second term for the pair block of B rows and B
+    columns (:func:`pair_bytes`), which dominates for ``output="full"`` with many outputs."""
+    linear, quadratic = max(bytes_per_example, 1.0), bytes_per_pair
+    if quadratic <= 0:
+        return int(max(1, min(n, math.floor(budget / linear))))
+    root = (-linear + math.sqrt(linear * linear + 4 * quadratic * budget)) / (2 * quadratic)
+    return int(max(1, min(n, math.floor(root))))
 
 
 class FeatureCache:
