@@ -16,7 +16,7 @@ Notation used throughout ``ntkit.empirical``: a model maps an example to ``O`` o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -375,7 +375,7 @@ def assemble(
     problem: Problem,
     block_size: int,
     pair_block: Callable[[slice, slice], torch.Tensor],
-    progress: bool = False,
+    progress: bool | None = None,
     block_bytes: float = 0.0,
 ) -> torch.Tensor:
     """Fill the (N1, N2, ...) kernel block by block with ``pair_block(rows, cols)``.
@@ -384,10 +384,14 @@ def assemble(
     diagonal blocks are symmetrised so that the result is exactly symmetric. Each block is detached as it is
     stored, so the kernel is a plain tensor (no ``grad_fn``) and no block keeps an autograd graph alive.
     Before anything is allocated the result and working set are checked against the memory available
-    (:func:`check_working_set`, with ``block_bytes`` what the method holds for its blocks).
+    (:func:`check_working_set`, with ``block_bytes`` what the method holds for its blocks). A tqdm bar counts
+    the pair blocks (``progress``: None shows it once the call has run for ``PROGRESS_DELAY`` seconds, True at
+    once, False never); work that would be one block is split into ``SPLIT_INTO`` row blocks so the bar moves.
     """
     check_working_set(problem, block_size, block_bytes)
     n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
+    if progress is not False and block_size >= max(n1, n2) >= SPLIT_FROM:
+        block_size = math.ceil(max(n1, n2) / SPLIT_INTO)  # smaller blocks only lower the memory
     out = torch.empty(
         output_shape(problem.output, n1, n2, problem.n_outputs),
         dtype=_result_dtype(problem),
@@ -395,13 +399,18 @@ def assemble(
     )
     rows, cols = block_slices(n1, block_size), block_slices(n2, block_size)
     pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (problem.symmetric and j < i)]
-    for i, j in _progress(pairs, progress):
-        block = pair_block(rows[i], cols[j]).detach()
-        if problem.symmetric and i == j:
-            block = 0.5 * (block + mirror(block, problem.output))
-        out[rows[i], cols[j]] = block
-        if problem.symmetric and i != j:
-            out[cols[j], rows[i]] = mirror(block, problem.output)
+    bar = progress_bar(len(pairs), "NTK blocks", progress)
+    try:
+        for i, j in pairs:
+            block = pair_block(rows[i], cols[j]).detach()
+            if problem.symmetric and i == j:
+                block = 0.5 * (block + mirror(block, problem.output))
+            out[rows[i], cols[j]] = block
+            if problem.symmetric and i != j:
+                out[cols[j], rows[i]] = mirror(block, problem.output)
+            bar.update()
+    finally:
+        bar.close()
     if problem.output == "mean":
         out /= problem.n_outputs
     return out
@@ -411,12 +420,24 @@ def _result_dtype(problem: Problem) -> torch.dtype:
     return next(iter(problem.params.values())).dtype
 
 
-def _progress(items: Sequence, enabled: bool) -> Iterator:
-    if not enabled or len(items) <= 1:
-        return iter(items)
+#: Seconds a call runs before its progress bar appears when ``progress=None``.
+PROGRESS_DELAY = 2.0
+#: A kernel of at least SPLIT_FROM examples per side that would be one block is split into SPLIT_INTO row blocks
+#: when a progress bar may show, so that the bar has steps to count.
+SPLIT_FROM, SPLIT_INTO = 128, 4
+
+
+def progress_bar(total: int, desc: str, progress: bool | None):
+    """A tqdm bar over ``total`` steps: ``progress=None`` shows it after ``PROGRESS_DELAY`` seconds, True at once,
+    False never (nor for a single step)."""
     from tqdm.auto import tqdm
 
-    return iter(tqdm(items, desc="NTK blocks", unit="block"))
+    if progress is not None and not isinstance(progress, bool):
+        raise TypeError(f"progress must be True, False or None; got {progress!r} ({type(progress).__name__})")
+    return tqdm(
+        total=total, desc=desc, unit="block", disable=progress is False or total < 2,
+        delay=0 if progress else PROGRESS_DELAY, leave=False,
+    )  # fmt: skip
 
 
 def block_size_for(

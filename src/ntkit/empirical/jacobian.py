@@ -61,7 +61,7 @@ def jacobian_bytes_per_example(problem: Problem) -> float:
     return float(problem.n_outputs * problem.n_params * problem.itemsize)
 
 
-def ntk_jacobian_contraction(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
+def ntk_jacobian_contraction(problem: Problem, batch_size: int | None, progress: bool | None = None) -> torch.Tensor:
     """The empirical NTK of ``problem`` by per-example Jacobians, contracted block by block."""
     n = max(problem.x1.shape[0], problem.x2.shape[0])
     per_example = jacobian_bytes_per_example(problem)

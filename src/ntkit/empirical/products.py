@@ -135,7 +135,7 @@ def _block_bytes(problem: Problem) -> tuple[float, float]:
     return 4 * o * p * size, 3 * o * a * size + pair_bytes(problem)
 
 
-def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
+def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: bool | None = None) -> torch.Tensor:
     """The empirical NTK of ``problem`` from vjp/jvp pairs, block by block."""
     f, theta = _batch_function(problem)
     n = max(problem.x1.shape[0], problem.x2.shape[0])

@@ -385,7 +385,7 @@ def _pairs_term(a: _Pairs, b: _Pairs) -> torch.Tensor:
 
 
 def ntk_structured(
-    problem: Problem, batch_size: int | None, progress: bool = False, plan: StructuredPlan | None = None
+    problem: Problem, batch_size: int | None, progress: bool | None = None, plan: StructuredPlan | None = None
 ) -> torch.Tensor:
     """The empirical NTK of ``problem`` from layer-wise factors, block by block."""
     plan = plan or make_plan(problem)
