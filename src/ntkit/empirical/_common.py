@@ -196,7 +196,8 @@ def _check_examples_independent(model: nn.Module, x: torch.Tensor) -> None:
     statistics (``x - x.mean(0)``, a custom normalisation, BatchNorm in training mode) or that are random in
     forward break that, and each method would then compute a different, meaningless kernel. The first
     ``INDEPENDENCE_PROBE`` examples are run as one batch and one at a time; outputs that differ by more than
-    rounding, √ε times the output scale (ε the machine epsilon of the output dtype), are refused.
+    rounding, √ε times the output scale (ε the machine epsilon of the arithmetic, :func:`_rounding_epsilon`), are
+    refused.
     """
     batch = x[:INDEPENDENCE_PROBE]
     if batch.shape[0] < 2:
@@ -207,7 +208,7 @@ def _check_examples_independent(model: nn.Module, x: torch.Tensor) -> None:
     if not together.is_floating_point() or together.shape != alone.shape:
         return
     scale = float(torch.maximum(together.abs().max(), alone.abs().max()))
-    tolerance = math.sqrt(torch.finfo(together.dtype).eps) * scale
+    tolerance = math.sqrt(_rounding_epsilon(together)) * scale
     difference = float((together - alone).abs().max())
     if not difference <= tolerance:  # also catches NaN
         raise ValueError(
@@ -216,6 +217,16 @@ def _check_examples_independent(model: nn.Module, x: torch.Tensor) -> None:
             "a per-example NTK is undefined. Batch statistics (x - x.mean(0), a custom normalisation, BatchNorm "
             "in training mode) or randomness in forward cause this; make forward treat each example alone"
         )
+
+
+def _rounding_epsilon(out: torch.Tensor) -> float:
+    """Machine epsilon of the arithmetic that made ``out``: its dtype's, or TF32's 2⁻¹⁰ for float32 on CUDA where
+    TF32 matmuls or cuDNN convolutions are allowed (batched and single-example calls may pick different kernels)."""
+    eps = torch.finfo(out.dtype).eps
+    if out.is_cuda and out.dtype == torch.float32:
+        if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
+            eps = max(eps, 2.0**-10)
+    return eps
 
 
 def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations: bool = False):
