@@ -62,13 +62,19 @@ def empirical_ntk(
 
     Returns
     -------
-    torch.Tensor of the dtype and device of the model's parameters.
+    torch.Tensor of the dtype and device of the model's parameters: a plain tensor, never attached to an
+    autograd graph.
 
     Raises
     ------
     TypeError, ValueError
         For bad arguments: shapes that do not fit the model, mismatched dtypes or devices, NaN/Inf inputs, no
-        trainable parameters, an unknown method or output, BatchNorm or Dropout in training mode.
+        trainable parameters, an unknown method or output, BatchNorm or Dropout in training mode, a model whose
+        examples interact (its output for an example depends on the rest of the batch), or
+        ``method="ntk_vector_products"`` on a model without forward-mode AD (the message names the module).
+    ntkit._validation.MemoryBudgetError
+        Before anything large is allocated, when the result plus the working set exceeds the memory available;
+        the message says what would fit.
 
     References
     ----------
