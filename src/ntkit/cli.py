@@ -65,7 +65,8 @@ def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fi
     try:
         check_fits()
         check_writable(args.out, "--out")
-        return RunFolder(args.out, command, config, args.argv, "--out").start()
+        args.folder = RunFolder(args.out, command, config, args.argv, "--out").start()
+        return args.folder
     except (ValueError, MemoryError) as exc:
         _refuse(command, exc)
         return None
@@ -252,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that store their cells in a ``ntkit._runs.RunFolder``: Ctrl-C keeps what is done, a rerun resumes.
+RESUMABLE = ("example", "dynamics", "regimes")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -259,9 +264,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
         print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        if getattr(args, "folder", None) is not None:
+            args.folder.close()
 
 
 if __name__ == "__main__":
