@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import ntkit
+from ntkit import _progress
 from ntkit.empirical import _common
 
 
@@ -33,7 +34,7 @@ def test_one_block_of_work_is_split_so_the_bar_moves(capsys, reference):
 
 
 def test_default_shows_the_bar_once_the_delay_has_passed(capsys, monkeypatch):
-    monkeypatch.setattr(_common, "PROGRESS_DELAY", 0.0)
+    monkeypatch.setattr(_progress, "PROGRESS_DELAY", 0.0)
     ntkit.empirical_ntk(mlp(), torch.randn(6, 3, dtype=torch.float64), batch_size=2)
     assert "NTK blocks" in capsys.readouterr().err
 

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
+from ntkit import _validation
+from ntkit._progress import progress_bar
 from ntkit._validation import check_memory
 
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
@@ -42,16 +44,7 @@ def memory_budget(device: torch.device) -> int:
     recompute column Jacobians for every block of 7 rows, 8× slower than holding them; where memory is free,
     larger blocks are the faster choice. The kernel does not depend on the block size.
     """
-    free = None
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as fh:
-                fields = dict(line.split(":", 1) for line in fh)
-            free = int(fields["MemAvailable"].split()[0]) * 1024
-        except (OSError, KeyError, ValueError):
-            free = None
+    free = _validation.available_memory(device)
     if free is None:
         return DEFAULT_MEMORY_BUDGET
     return int(min(MAX_MEMORY_BUDGET, max(DEFAULT_MEMORY_BUDGET, free // 4)))
@@ -431,24 +424,9 @@ def _result_dtype(problem: Problem) -> torch.dtype:
     return next(iter(problem.params.values())).dtype
 
 
-#: Seconds a call runs before its progress bar appears when ``progress=None``.
-PROGRESS_DELAY = 2.0
 #: A kernel of at least SPLIT_FROM examples per side that would be one block is split into SPLIT_INTO row blocks
 #: when a progress bar may show, so that the bar has steps to count.
 SPLIT_FROM, SPLIT_INTO = 128, 4
-
-
-def progress_bar(total: int, desc: str, progress: bool | None):
-    """A tqdm bar over ``total`` steps: ``progress=None`` shows it after ``PROGRESS_DELAY`` seconds, True at once,
-    False never (nor for a single step)."""
-    from tqdm.auto import tqdm
-
-    if progress is not None and not isinstance(progress, bool):
-        raise TypeError(f"progress must be True, False or None; got {progress!r} ({type(progress).__name__})")
-    return tqdm(
-        total=total, desc=desc, unit="block", disable=progress is False or total < 2,
-        delay=0 if progress else PROGRESS_DELAY, leave=False,
-    )  # fmt: skip
 
 
 def block_size_for(
