@@ -216,7 +216,7 @@ def run_row(row: Row, layers: list[dict], data: Path, args, workdir: Path, nt_py
         "batch_size": args.batch_size,
         "kernel_out": str(workdir / f"kernel{job_id}.npz"),
         "test_data": str(data.with_name(data.stem + "-test.npy")) if row.workload in TEST_FACTOR else None,
-        "nt_batch": NT_BATCH.get(row.workload),
+        "nt_batch": math.gcd(row.n, NT_BATCH[row.workload]) if row.workload in NT_BATCH else None,  # must divide N
     }
     path = workdir / f"job{job_id}.json"
     path.write_text(json.dumps(job))
