@@ -9,9 +9,10 @@ structured empirical NTK (h·h', δ·δ') and in Jacobian contraction. On the CP
 * ``"openblas"``: numpy's own BLAS (the scipy-openblas of the numpy wheels) on zero-copy views of the tensors.
 
 MKL picks a slower code path on non-Intel processors, so which backend is fastest depends on the machine, not on
-the code: the first float32/float64 product on the CPU times every available backend on two representative
-shapes (about 0.2-1 s, once per process, dtype and thread count) and keeps the fastest, if it beats torch's
-default by more than ``MARGIN``; a backend whose result disagrees with torch's beyond rounding is never chosen.
+the code: the first float32/float64 CPU product of at least ``CALIBRATE_ABOVE`` multiply-adds (smaller ones
+keep torch's default) times every available backend on two representative shapes (about 0.2-1 s, once per
+process, dtype and thread count) and keeps the fastest, if it beats torch's default by more than ``MARGIN``; a
+backend whose result disagrees with torch's beyond rounding is never chosen.
 The choice can be forced with the environment variable ``NTKIT_GEMM`` (``auto``, ``torch``, ``onednn``,
 ``openblas``) or :func:`set_gemm_backend`.
 
@@ -37,6 +38,9 @@ MARGIN = 0.05
 #: (M, K, N) of the calibration products: a square Gram product and a long inner dimension (δ·δ' of a layer).
 CALIBRATION_SHAPES = ((768, 768, 768), (256, 3072, 256))
 CALIBRATION_REPEATS = 7
+#: Products of fewer multiply-adds (M·K·N) take torch's default without calibrating (unless a backend is forced):
+#: at ~100 GFLOP/s a 2^24-MAC product takes ~0.3 ms, too little for the choice to repay a calibration.
+CALIBRATE_ABOVE = 1 << 24
 
 _forced: str | None = None
 _chosen: dict[tuple[torch.dtype, int], str] = {}
@@ -154,6 +158,8 @@ def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         or a.ndim != 2
         or b.ndim != 2
     ):
+        return a @ b.T
+    if _forced is None and _env_backend() is None and a.shape[0] * a.shape[1] * b.shape[0] < CALIBRATE_ABOVE:
         return a @ b.T
     name = gemm_backend(a.dtype)
     if name == "torch":

@@ -110,3 +110,15 @@ def test_environment_variable_and_setting(monkeypatch):
         _gemm.gemm_backend(torch.float64)
     with pytest.raises(ValueError, match="GEMM backend"):
         _gemm.set_gemm_backend("mkl")
+
+
+def test_small_products_do_not_calibrate():
+    a, b = torch.randn(8, 8, dtype=torch.float64), torch.randn(8, 8, dtype=torch.float64)
+    _check(_gemm.matmul_nt(a, b), a, b)
+    assert not _gemm._chosen
+    big = torch.randn(300, 300, dtype=torch.float64)
+    _check(_gemm.matmul_nt(big[:40], big[:50]), big[:40], big[:50])
+    assert not _gemm._chosen
+    x = torch.randn(512, 256, dtype=torch.float64)  # 512·256·512 = 2^26 multiply-adds
+    _gemm.matmul_nt(x, x)
+    assert set(_gemm._chosen) == {(torch.float64, torch.get_num_threads())}
