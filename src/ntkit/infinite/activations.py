@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from ntkit.infinite.kernel import Kernel, pair_variances, spatial_diagonal
@@ -34,12 +35,41 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
     sin θ + (π − θ) cos θ each one fused multiply-add pass (``addcmul``). On the diagonal (cos θ = 1 exactly)
     every step is exact, as in the plain formulas.
     """
+    if _differentiated(cov11, cov12, cov22):
+        return _relu_kernels_differentiable(cov11, cov12, cov22)
     norm = torch.mul(cov11, cov22).sqrt_()
     cos = torch.div(cov12, norm).clamp_(-1.0, 1.0)
     pi_minus_theta = torch.arccos(cos).neg_().add_(math.pi)
     bracket = torch.addcmul(norm.new_ones(()), cos, cos, value=-1.0).sqrt_().addcmul_(cos, pi_minus_theta)
     k1 = norm.div_(2 * math.pi).mul_(bracket)
     k0 = pi_minus_theta.div_(2 * math.pi)
+    return k1, k0
+
+
+def _differentiated(*tensors: torch.Tensor) -> bool:
+    """True when autograd records these tensors (reverse mode) or they carry forward-mode tangents."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _relu_kernels_differentiable(cov11, cov12, cov22) -> KernelPair:
+    """:func:`relu_kernels` without in-place steps, for autograd (kernel hyperparameters that require grad).
+
+    arccos has an infinite slope at cos θ = ±1 although both kernels are smooth there in the covariances
+    (K₁ = √(Σ11Σ22)/2 and K₀ = 1/2 at cos θ = 1, both 0 at cos θ = −1), so those entries take their exact
+    limits and the formula sees a harmless cos θ = 0 in their place: no NaN gradient on the diagonal.
+    """
+    norm = torch.sqrt(cov11 * cov22)
+    cos = (cov12 / norm).clamp(-1.0, 1.0)
+    edge = cos.abs() >= 1.0
+    safe = torch.where(edge, torch.zeros_like(cos), cos)
+    theta = torch.arccos(safe)
+    k1 = norm / (2 * math.pi) * (torch.sqrt(1 - safe**2) + (math.pi - theta) * safe)
+    k0 = (math.pi - theta) / (2 * math.pi)
+    upper = cos >= 1.0
+    k1 = torch.where(edge, torch.where(upper, norm / 2, torch.zeros_like(norm)), k1)
+    k0 = torch.where(edge, torch.where(upper, torch.full_like(k0, 0.5), torch.zeros_like(k0)), k0)
     return k1, k0
 
 

@@ -230,7 +230,10 @@ class _Affine(Layer):
         # in place when the window mean made a new tensor (convolutions); Linear's is the input itself
         nngp = (mean.mul_(w2) if mean is not k.nngp else w2 * mean).add_(b2)
         if self.parameterization == "ntk":
-            ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
+            if isinstance(w2, torch.Tensor):  # W_std a tensor that requires grad (ntkit.sklearn's kernel gradients)
+                ntk = nngp + w2 * window_mean(k.ntk)
+            else:
+                ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
         else:
             ntk = (fan_in * scale) * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
         var1 = w2 * window_mean(k.var1) + b2
