@@ -114,7 +114,8 @@ def with_scales(arch: Layer, W_std, b_std) -> Layer:
 
 def _check_arch(arch) -> None:
     if not isinstance(arch, Layer):
-        raise TypeError(f"arch must be an ntkit layer spec such as nk.Sequential(...) or None; got {type(arch).__name__}")
+        raise TypeError(f"arch must be an ntkit layer spec such as nk.Sequential(...) or None; "
+                        f"got {type(arch).__name__}")  # fmt: skip
 
 
 def gram(arch: Layer, x1: torch.Tensor, x2: torch.Tensor | None, get: str) -> torch.Tensor:

@@ -178,8 +178,8 @@ def test_nngp_regressor_posterior():
 
 def test_an_explicit_arch_is_used_as_given():
     x, x_test, y = _data()
-    arch = nk.Sequential(nk.Linear(8, W_std=1.3, b_std=0.2), nk.ReLU(), nk.Linear(8, W_std=1.3, b_std=0.2),
-                         nk.ReLU(), nk.Linear(8, W_std=1.3, b_std=0.2), nk.ReLU(), nk.Linear(1, W_std=1.3, b_std=0.2))  # fmt: skip
+    layers = [nk.Linear(8, W_std=1.3, b_std=0.2), nk.ReLU()] * 3 + [nk.Linear(1, W_std=1.3, b_std=0.2)]
+    arch = nk.Sequential(*layers)
     _, ntk = _kernels(x, x, depth=3, w=1.3, b=0.2)
     _, ntk_t = _kernels(x_test, x, depth=3, w=1.3, b=0.2)
     expected = ntk_t @ np.linalg.solve(_ridge(ntk, 1e-4), y)
