@@ -8,6 +8,7 @@ torch.Size([5, 5])
 
 from ntkit import predict, regimes
 from ntkit.empirical import empirical_ntk, ntk_vector_product
+from ntkit.from_torch import from_torch
 from ntkit.infinite import (
     GELU,
     AvgPool1d,
@@ -40,4 +41,5 @@ __all__ = [
     "Sequential", "Residual", "Parallel", "Linear", "Conv1d", "Conv2d", "AvgPool1d", "AvgPool2d",
     "GlobalAvgPool1d", "GlobalAvgPool2d", "Flatten", "LayerNorm", "ReLU", "LeakyReLU", "Erf", "GELU", "Sin",
     "Tanh", "Identity", "Elementwise", "Kernel", "__version__",
+    "from_torch",
 ]  # fmt: skip
