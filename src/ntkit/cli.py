@@ -125,6 +125,19 @@ def _regimes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smalldata(args: argparse.Namespace) -> int:
+    from ntkit.examples import smalldata as sd
+
+    print(f"Small-data study (Arora et al. 2020): {', '.join(args.datasets)}; {', '.join(args.methods)}; "
+          f"{args.folds} outer folds, {args.inner_folds} inner folds, {args.grid} grid, seed {args.seed}")  # fmt: skip
+    results = sd.run(args.datasets, args.methods, folds=args.folds, inner_folds=args.inner_folds, grid=args.grid,
+                     seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    paths = sd.write(results, args.out)
+    print(paths["table"].read_text(), end="")
+    print(f"table: {paths['table'].resolve()}\nplot: {paths['plot'].resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntkit", description="Neural Tangent Kernels for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +194,22 @@ def build_parser() -> argparse.ArgumentParser:
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")
     regimes.set_defaults(run=_regimes)
+
+    from ntkit.examples.smalldata import DATASETS, DEPTHS, METHODS
+
+    smalldata = sub.add_parser("smalldata", help="NTK/NNGP estimators against random forests, RBF SVMs and MLPs "
+                               "on scikit-learn's UCI data sets (Arora et al. 2020)")  # fmt: skip
+    smalldata.add_argument("--datasets", type=_names("--datasets", DATASETS), default=DATASETS,
+                           help="comma-separated: " + ", ".join(DATASETS))  # fmt: skip
+    smalldata.add_argument("--methods", type=_names("--methods", METHODS), default=METHODS,
+                           help="comma-separated: " + ", ".join(METHODS))  # fmt: skip
+    smalldata.add_argument("--folds", type=_positive("--folds"), default=4, help="outer folds (test scores)")
+    smalldata.add_argument("--inner-folds", type=_positive("--inner-folds"), default=3, help="folds of the search")
+    smalldata.add_argument("--grid", choices=tuple(DEPTHS), default="default", help="hyperparameter grid size")
+    smalldata.add_argument("--seed", type=int, default=0, help="seed of the folds, the forest and the MLP")
+    smalldata.add_argument("--no-progress", action="store_true", help="no progress bar")
+    smalldata.add_argument("--out", default="results/smalldata", help="folder for the table, CSV and plot")
+    smalldata.set_defaults(run=_smalldata)
     return parser
 
 
