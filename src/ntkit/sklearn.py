@@ -181,6 +181,11 @@ class _GradientDescentMSE(_InfiniteWidthEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
     }
 
+    def __init__(self, arch=None, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-4, depth=2, W_std=1.0,
+                 b_std=0.1, fixed_layers=0):  # fmt: skip
+        self.arch, self.kernel, self.t, self.learning_rate, self.diag_reg = arch, kernel, t, learning_rate, diag_reg
+        self.depth, self.W_std, self.b_std, self.fixed_layers = depth, W_std, b_std, fixed_layers
+
     @property
     def _kernel_name(self) -> str:
         return self.kernel
@@ -253,11 +258,6 @@ class NTKRegressor(RegressorMixin, _GradientDescentMSE):
     True
     """
 
-    def __init__(self, arch=None, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-4, depth=2, W_std=1.0,
-                 b_std=0.1, fixed_layers=0):  # fmt: skip
-        self.arch, self.kernel, self.t, self.learning_rate, self.diag_reg = arch, kernel, t, learning_rate, diag_reg
-        self.depth, self.W_std, self.b_std, self.fixed_layers = depth, W_std, b_std, fixed_layers
-
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
         """Compute the training kernel. X (N, D), y (N,) or (N, O)."""
@@ -313,11 +313,6 @@ class NTKClassifier(ClassifierMixin, _GradientDescentMSE):
     >>> bool(NTKClassifier().fit(X[::2], y[::2]).score(X[1::2], y[1::2]) > 0.9)
     True
     """
-
-    def __init__(self, arch=None, kernel="ntk", t=None, learning_rate=1.0, diag_reg=1e-4, depth=2, W_std=1.0,
-                 b_std=0.1, fixed_layers=0):  # fmt: skip
-        self.arch, self.kernel, self.t, self.learning_rate, self.diag_reg = arch, kernel, t, learning_rate, diag_reg
-        self.depth, self.W_std, self.b_std, self.fixed_layers = depth, W_std, b_std, fixed_layers
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
