@@ -27,15 +27,15 @@ ARCHS = {
     "mlp": (lambda: nk.Sequential(nk.Linear(16, W_std=1.4, b_std=0.1), nk.ReLU(), nk.Linear(16, W_std=1.4, b_std=0.1),
                                   nk.Erf(), nk.Linear(2, W_std=0.9, b_std=0.2)), (3,)),
     "conv": (lambda: nk.Sequential(
-        nk.Conv2d(8, 3, W_std=1.4, b_std=0.1), nk.ReLU(), nk.AvgPool2d((1, 2)),
+        nk.Conv2d(8, 3, W_std=1.4, b_std=0.1), nk.ReLU(), nk.AvgPool2d((1, 2)), nk.Conv2d(8, 3, W_std=1.2),
         nk.Residual(nk.Erf(), nk.Conv2d(8, 3, W_std=0.8, b_std=0.1)), nk.GELU(),
         nk.Parallel(nk.Sequential(nk.Conv2d(4, 1), nk.Sin()),
-                    nk.Sequential(nk.LeakyReLU(0.2), nk.Conv2d(2, 3, padding="circular")), combine="concat"),
+                    nk.Sequential(nk.Conv2d(2, 3, padding="circular"), nk.LeakyReLU(0.2)), combine="concat"),
         nk.GlobalAvgPool2d(), nk.Linear(8, W_std=1.2, b_std=0.3), nk.LayerNorm(), nk.Tanh(), nk.Linear(1)), (3, 2, 6)),
     "conv1d_valid_flatten": (lambda: nk.Sequential(
         nk.Conv1d(6, 3, stride=2, padding="valid", W_std=1.3), nk.ReLU(), nk.Flatten(),
-        nk.Parallel(nk.Linear(5, W_std=1.1, b_std=0.2), nk.Sequential(nk.ReLU(), nk.Linear(5)), combine="sum"),
-        nk.ReLU(), nk.Linear(1)), (2, 9)),
+        nk.Parallel(nk.Linear(5, W_std=1.1, b_std=0.2), nk.Sequential(nk.Linear(5), nk.Erf()), combine="sum"),
+        nk.Linear(1)), (2, 9)),
     "standard": (lambda: nk.Sequential(nk.Linear(32, W_std=1.3, b_std=0.2, parameterization="standard"), nk.ReLU(),
                                        nk.Linear(3, W_std=0.7, b_std=0.1, parameterization="standard")), (4,)),
 }  # fmt: skip
@@ -133,8 +133,8 @@ class _Branchy(nn.Module):
     def forward(self, x):
         h = torch.relu(self.a(x))
         h = h + self.b(h)
-        g = self.c(torch.tanh(h))
-        return self.out(torch.cat([h.relu(), g], dim=1))
+        g = torch.tanh(self.c(h))
+        return self.out(torch.cat([h, g], dim=1))
 
 
 def test_residual_add_and_cat_become_residual_and_parallel():
@@ -144,7 +144,7 @@ def test_residual_add_and_cat_become_residual_and_parallel():
     assert spec.layers[3].combine == "concat"
     lin = dict(W_std=1.2, b_std=0.1, parameterization="standard")
     by_hand = nk.Sequential(nk.Linear(8, **lin), nk.ReLU(), nk.Residual(nk.Linear(8, **lin)),
-                            nk.Parallel(nk.ReLU(), nk.Sequential(nk.Tanh(), nk.Linear(8, **lin)), combine="concat"),
+                            nk.Parallel(nk.Identity(), nk.Sequential(nk.Linear(8, **lin), nk.Tanh()), combine="concat"),
                             nk.Linear(1, **lin))  # fmt: skip
     x = _x(4, 3)
     torch.testing.assert_close(spec.kernel(x).ntk, by_hand.kernel(x).ntk, rtol=0, atol=0)
