@@ -190,11 +190,19 @@ def _regimes(args: argparse.Namespace) -> int:
 def _smalldata(args: argparse.Namespace) -> int:
     from ntkit.examples import smalldata as sd
 
+    config = {"datasets": args.datasets, "methods": args.methods, "folds": args.folds,
+              "inner_folds": args.inner_folds, "grid": args.grid, "seed": args.seed}  # fmt: skip
+    if args.folds < 2 or args.inner_folds < 2:
+        return _refuse("smalldata", ValueError(f"--folds and --inner-folds must be ≥ 2; got {args.folds}, "
+                                               f"{args.inner_folds}"))  # fmt: skip
+    folder = _start_folder("smalldata", args, config, lambda: None)
+    if folder is None:
+        return 2
     print(f"Small-data study (Arora et al. 2020): {', '.join(args.datasets)}; {', '.join(args.methods)}; "
           f"{args.folds} outer folds, {args.inner_folds} inner folds, {args.grid} grid, seed {args.seed}")  # fmt: skip
     results = sd.run(args.datasets, args.methods, folds=args.folds, inner_folds=args.inner_folds, grid=args.grid,
-                     seed=args.seed, progress=not args.no_progress)  # fmt: skip
-    paths = sd.write(results, args.out)
+                     seed=args.seed, progress=not args.no_progress, folder=folder)  # fmt: skip
+    paths = sd.save(results, folder)
     print(paths["table"].read_text(), end="")
     print(f"table: {paths['table'].resolve()}\nplot: {paths['plot'].resolve()}")
     return 0

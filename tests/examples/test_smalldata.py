@@ -10,6 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from ntkit._runs import read_run
 from ntkit.cli import main
 from ntkit.examples import smalldata as sd
 from ntkit.sklearn import InfiniteWidthKernel, default_mlp
@@ -47,6 +48,21 @@ def test_command_writes_table_csv_and_plot(tmp_path, capsys):
     assert all(0.8 < s <= 1 for r, s in zip(rows, scores, strict=True) if r["dataset"] == "iris")  # chance is 1/3
     assert (tmp_path / "smalldata.png").stat().st_size > 10_000
     assert "table:" in capsys.readouterr().out
+    assert read_run(tmp_path)["status"] == "complete"
+
+
+def test_a_rerun_resumes_from_the_stored_cells(tmp_path, monkeypatch):
+    argv = ["smalldata", "--datasets", "iris", "--methods", "NTK", "--folds", "2", "--inner-folds", "2", "--grid",
+            "tiny", "--no-progress", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    first = (tmp_path / "smalldata.csv").read_text()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a stored cell was recomputed")
+
+    monkeypatch.setattr(sd, "GridSearchCV", refuse)
+    assert main(argv) == 0
+    assert (tmp_path / "smalldata.csv").read_text() == first
 
 
 def test_bad_arguments():
@@ -58,3 +74,4 @@ def test_bad_arguments():
         sd.run(("iris",), ("NTK",), grid="huge", progress=False)
     with pytest.raises(SystemExit):
         main(["smalldata", "--datasets", "mnist"])
+    assert main(["smalldata", "--folds", "1"]) == 2

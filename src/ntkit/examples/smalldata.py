@@ -43,6 +43,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, SVR
 
 from ntkit._plotting import pyplot, save_figure
+from ntkit._runs import RunFolder
 from ntkit.sklearn import FixedBelow, InfiniteWidthKernel, NNGPRegressor, NTKClassifier, NTKRegressor, default_mlp
 
 CLASSIFICATION = ("iris", "wine", "breast_cancer", "digits")
@@ -122,8 +123,8 @@ def _standardized_targets(estimator, grid):
 
 
 def run(datasets_: tuple[str, ...] = DATASETS, method_names: tuple[str, ...] = METHODS, folds: int = 4,
-        inner_folds: int = 3, grid: str = "default", seed: int = 0,
-        progress: bool = True) -> list[FoldResult]:  # fmt: skip
+        inner_folds: int = 3, grid: str = "default", seed: int = 0, progress: bool = True,
+        folder: RunFolder | None = None) -> list[FoldResult]:  # fmt: skip
     """Every method on every data set, with the same outer and inner folds; one :class:`FoldResult` per fold.
 
     Parameters
@@ -137,7 +138,15 @@ def run(datasets_: tuple[str, ...] = DATASETS, method_names: tuple[str, ...] = M
     seed:
         Seed of the fold shuffles, the random forest and the MLP.
     progress:
-        A tqdm bar over (data set, method, fold).
+        A tqdm bar over the (data set, method, fold) cells.
+    folder:
+        A started ``ntkit._runs.RunFolder``: every cell is stored as it finishes and a rerun computes only the
+        missing ones (Ctrl-C keeps the finished cells).
+
+    Raises
+    ------
+    ValueError
+        Unknown data sets, methods or grid; fewer than 2 folds.
     """
     from tqdm.auto import tqdm
 
@@ -148,30 +157,36 @@ def run(datasets_: tuple[str, ...] = DATASETS, method_names: tuple[str, ...] = M
         raise ValueError(f"grid must be one of {tuple(DEPTHS)}; got {grid!r}")
     if folds < 2 or inner_folds < 2:
         raise ValueError(f"folds and inner_folds must be ≥ 2; got {folds}, {inner_folds}")
-    results = []
-    bar = tqdm(total=len(datasets_) * len(method_names) * folds, disable=not progress, desc="smalldata")
-    for name in datasets_:
-        x, y, classification = load(name)
-        splitter = StratifiedKFold if classification else KFold
-        outer = list(splitter(folds, shuffle=True, random_state=seed).split(x, y))
-        inner = splitter(inner_folds, shuffle=True, random_state=seed + 1)
-        for method, (estimator, grid_params) in methods(classification, grid, seed).items():
-            if method not in method_names:
-                continue
-            for fold, (train, test) in enumerate(outer):
-                bar.set_postfix_str(f"{name} {method} fold {fold + 1}")
-                start = time.perf_counter()
-                pipeline = Pipeline([("scale", StandardScaler()), ("model", clone(estimator))])
-                search = GridSearchCV(pipeline, grid_params, cv=inner)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)  # the MLP's max_iter on some folds
-                    search.fit(x[train], y[train])
-                score = float(search.score(x[test], y[test]))
-                results.append(FoldResult(name, method, fold, score, _describe(search.best_params_),
-                                          time.perf_counter() - start))  # fmt: skip
-                bar.update()
-    bar.close()
-    return results
+    keys = [[name, method, fold] for name in datasets_ for method in method_names for fold in range(folds)]
+    prepared: dict[str, tuple] = {}
+
+    def compute(key: list) -> dict:
+        name, method, fold = key
+        if name not in prepared:
+            x, y, classification = load(name)
+            splitter = StratifiedKFold if classification else KFold
+            outer = list(splitter(folds, shuffle=True, random_state=seed).split(x, y))
+            inner = splitter(inner_folds, shuffle=True, random_state=seed + 1)
+            prepared[name] = (x, y, outer, inner, methods(classification, grid, seed))
+        x, y, outer, inner, table = prepared[name]
+        estimator, grid_params = table[method]
+        train, test = outer[fold]
+        start = time.perf_counter()
+        search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("model", clone(estimator))]), grid_params,
+                              cv=inner)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the MLP's max_iter on some folds
+            search.fit(x[train], y[train])
+        score = float(search.score(x[test], y[test]))
+        return asdict(FoldResult(name, method, fold, score, _describe(search.best_params_),
+                                 time.perf_counter() - start))  # fmt: skip
+
+    if folder is not None:
+        depends_on = {"folds": folds, "inner_folds": inner_folds, "grid": grid, "seed": seed}
+        rows = folder.cells(keys, depends_on, compute, progress=progress, desc="smalldata")
+    else:
+        rows = [compute(key) for key in tqdm(keys, disable=not progress, desc="smalldata")]
+    return [FoldResult(**row) for row in rows]
 
 
 def _describe(params: dict) -> str:
@@ -258,19 +273,14 @@ def plot(rows: list[Summary], path: Path | str) -> Path:
     return save_figure(fig, path)
 
 
-def write(results: list[FoldResult], out: Path | str) -> dict[str, Path]:
-    """smalldata.csv (every fold), smalldata.md (the table) and smalldata.png (the plot) in ``out``."""
-    import csv
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = records(results)
-    paths = {"csv": out / "smalldata.csv", "table": out / "smalldata.md"}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+def save(results: list[FoldResult], folder: RunFolder) -> dict[str, Path]:
+    """smalldata.csv (every fold), smalldata.md (the table) and smalldata.png (the plot) in ``folder``, which is
+    then marked complete."""
     table = summary(results)
-    paths["table"].write_text(format_table(table) + "\n")
-    paths["plot"] = plot(table, out / "smalldata.png")
+    paths = {"csv": folder.write_table("smalldata.csv", records(results)),
+             "table": folder.write_output("smalldata.md", format_table(table) + "\n")}  # fmt: skip
+    with folder.output("smalldata.png") as tmp:
+        plot(table, tmp)
+    paths["plot"] = folder.out / "smalldata.png"
+    folder.complete()
     return paths
