@@ -35,6 +35,7 @@ Yu, *Harnessing the Power of Infinitely Wide Deep Nets on Small-data Tasks*, ICL
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -493,7 +494,9 @@ class InfiniteWidthKernel(SklearnKernel):
         for name in free:
             with fwAD.dual_level():
                 dual = dict(scales)
-                dual[name] = fwAD.make_dual(scales[name], scales[name].clone())  # tangent θ: ∂/∂log θ
+                with warnings.catch_warnings():  # torch's first make_dual loads jit decompositions, with a notice
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    dual[name] = fwAD.make_dual(scales[name], scales[name].clone())  # tangent θ: ∂/∂log θ
                 k_dual = gram(with_scales(arch, dual["W_std"], dual["b_std"]), x1, None, self.get)
                 k, tangent = fwAD.unpack_dual(k_dual)
                 grads.append(tangent.detach().clone())
