@@ -152,7 +152,7 @@ def _cases():
         "nk.Sequential(nk.Linear(64, W_std=1.5, b_std=0.1), nk.LayerNorm(), nk.Hermite(3), "
         "nk.Linear(1, W_std=1.0, b_std=0.05))",
     )  # fmt: skip
-    head = 'nk.Conv1d(8, 1, W_std=1.3, b_std=0.1)'
+    head = "nk.Conv1d(8, 1, W_std=1.3, b_std=0.1)"
     tail = "nk.ReLU(), nk.GlobalAvgPool1d(), nk.Linear(1, W_std=1.0, b_std=0.05)"
     variants = [("softmax", "SOFTMAX", None, "NONE"), ("identity", "IDENTITY", None, "NONE"),
                 ("relu", "RELU", None, "NONE"), ("abs", "ABS", None, "NONE"),
