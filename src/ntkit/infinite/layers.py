@@ -38,11 +38,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ntkit._validation import optional_real_number, positive_int, real_number, shape_tuple
+from ntkit._validation import parameterization as check_parameterization
 from ntkit.infinite.blocked import blocked_kernel
 from ntkit.infinite.kernel import Kernel, pair_variances, spatial_diagonal
 from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
 
-PARAMETERIZATIONS = ("ntk", "standard", "mup")
 PADDINGS = ("same", "valid", "circular")
 
 
@@ -122,9 +123,7 @@ class Layer:
             the output layer; every affine module gets ``weight_lr_scale``/``bias_lr_scale`` attributes, the
             factors by which ``ntkit.regimes.mup_param_groups`` multiplies the learning rate.
         """
-        in_shape = tuple(in_shape)
-        if not in_shape or any(not isinstance(s, int) or s < 1 for s in in_shape):
-            raise ValueError(f"in_shape must be a tuple of positive ints such as (3, 32, 32); got {in_shape!r}")
+        in_shape = shape_tuple("in_shape", in_shape)
         if parameterization is not None:
             check_parameterization(parameterization)
         self.out_shape(in_shape)
@@ -160,20 +159,6 @@ def _symmetrize(t: torch.Tensor, spatial: int) -> torch.Tensor:
     return 0.5 * (t + t.permute(perm))
 
 
-def check_parameterization(parameterization: str) -> str:
-    """The parameterization name, or a ValueError that lists the known ones."""
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
-    return parameterization
-
-
-def positive_int(name: str, value) -> int:
-    """``value`` if it is a positive int (not a bool), else a ValueError that names ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Dense and convolutional layers
 
@@ -182,9 +167,8 @@ class _Affine(Layer):
     fresh = True
 
     def __init__(self, W_std: float, b_std: float | None, parameterization: str):
-        if W_std <= 0 or (b_std is not None and b_std < 0):
-            raise ValueError(f"W_std must be > 0 and b_std ≥ 0 (or None); got W_std={W_std}, b_std={b_std}")
-        self.W_std, self.b_std = float(W_std), None if b_std is None else float(b_std)
+        self.W_std = real_number("W_std", W_std, positive=True)
+        self.b_std = optional_real_number("b_std", b_std, nonnegative=True)
         self.parameterization = check_parameterization(parameterization)
 
     def affine_layers(self) -> list[Layer]:
