@@ -11,6 +11,7 @@ from ntkit.empirical import empirical_ntk, ntk_vector_product
 from ntkit.infinite import (
     ELU,
     GELU,
+    RNN,
     ABReLU,
     Abs,
     AvgPool1d,
@@ -51,6 +52,7 @@ from ntkit.infinite import (
     SumPool2d,
     Tanh,
     monte_carlo_kernel,
+    sequence_kernel,
 )
 from ntkit.predict import linearize, taylor_expand
 
@@ -66,5 +68,5 @@ __all__ = [
 __all__ += [
     "ABReLU", "Abs", "Cos", "ELU", "Exp", "Gaussian", "Hermite", "Monomial", "Rbf", "RectifiedMonomial", "SiLU",
     "Sign", "Softplus", "SelfAttention", "MonteCarloKernel", "monte_carlo_kernel", "MaxPool1d", "MaxPool2d",
-    "Softmax", "SumPool1d", "SumPool2d",
+    "Softmax", "SumPool1d", "SumPool2d", "RNN", "sequence_kernel",
 ]  # fmt: skip

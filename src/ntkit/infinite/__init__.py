@@ -59,9 +59,10 @@ from ntkit.infinite.activations import (  # noqa: E402
 from ntkit.infinite.attention import SelfAttention  # noqa: E402
 from ntkit.infinite.monte_carlo import MonteCarloKernel, monte_carlo_kernel  # noqa: E402
 from ntkit.infinite.pooling import MaxPool1d, MaxPool2d, Softmax, SumPool1d, SumPool2d  # noqa: E402
+from ntkit.infinite.recurrent import RNN, sequence_kernel  # noqa: E402
 
 __all__ += [
     "ABReLU", "Abs", "Cos", "ELU", "Exp", "Gaussian", "Hermite", "Monomial", "Rbf", "RectifiedMonomial", "SiLU",
     "Sign", "Softplus", "SelfAttention", "MonteCarloKernel", "monte_carlo_kernel", "MaxPool1d", "MaxPool2d",
-    "Softmax", "SumPool1d", "SumPool2d",
+    "Softmax", "SumPool1d", "SumPool2d", "RNN", "sequence_kernel",
 ]  # fmt: skip

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ntkit._validation import real_number
 from ntkit.infinite.kernel import Kernel, pair_variances, spatial_diagonal
 from ntkit.infinite.layers import Layer
 from ntkit.modules import Elementwise as ElementwiseModule
@@ -470,12 +471,6 @@ def hermite_kernels(cov11, cov12, cov22, degree: int) -> KernelPair:
     return k, degree * cov12 ** (degree - 1) + 0 * (cov11 + cov22)
 
 
-def _real(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite real number; got {value!r}")
-    return float(value)
-
-
 def _degree(value, low: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"degree must be an int; got {type(value).__name__}")
@@ -511,7 +506,7 @@ class ABReLU(_ClosedForm):
     name, params = "ABReLU", ("a", "b")
 
     def __init__(self, a: float, b: float):
-        self.a, self.b = _real("a", a), _real("b", b)
+        self.a, self.b = real_number("a", a), real_number("b", b)
 
     def kernels(self, cov11, cov12, cov22):
         return abrelu_kernels(cov11, cov12, cov22, self.a, self.b)
@@ -538,7 +533,7 @@ class Exp(_ClosedForm):
     name, params = "Exp", ("a", "b")
 
     def __init__(self, a: float = 1.0, b: float = 1.0):
-        self.a, self.b = _real("a", a), _real("b", b)
+        self.a, self.b = real_number("a", a), real_number("b", b)
 
     def kernels(self, cov11, cov12, cov22):
         return exp_kernels(cov11, cov12, cov22, self.a, self.b)
@@ -554,7 +549,7 @@ class Gaussian(_ClosedForm):
     name, params = "Gaussian", ("a", "b")
 
     def __init__(self, a: float = 1.0, b: float = -1.0):
-        self.a, self.b = _real("a", a), _real("b", b)
+        self.a, self.b = real_number("a", a), real_number("b", b)
 
     def kernels(self, cov11, cov12, cov22):
         if self.b > 0 and bool((4 * self.b * torch.maximum(cov11, cov22) >= 1).any()):
@@ -585,9 +580,7 @@ class Rbf(_ClosedForm):
     name, params = "Rbf", ("gamma",)
 
     def __init__(self, gamma: float = 1.0):
-        self.gamma = _real("gamma", gamma)
-        if self.gamma <= 0:
-            raise ValueError(f"gamma must be > 0; got {gamma}")
+        self.gamma = real_number("gamma", gamma, positive=True)
 
     def kernels(self, cov11, cov12, cov22):
         return rbf_kernels(cov11, cov12, cov22, self.gamma)
@@ -743,7 +736,7 @@ class ELU(Activation):
     name = "ELU"
 
     def __init__(self, alpha: float = 1.0):
-        self.alpha = _real("alpha", alpha)
+        self.alpha = real_number("alpha", alpha)
         self._kernels = polar_quadrature_kernels(self.function)
 
     def __repr__(self) -> str:

@@ -35,20 +35,13 @@ import math
 import torch
 from torch import nn
 
+from ntkit._validation import one_of, positive_int, real_number
 from ntkit.infinite.kernel import Kernel
-from ntkit.infinite.layers import Layer, positive_int
+from ntkit.infinite.layers import Layer
 
 SCALINGS = ("linear", "sqrt")
 ATTENTIONS = ("softmax", "identity", "relu", "abs")
 POSITIONALS = (None, "sum", "concat")
-
-
-def _check_std(name: str, value, *, zero_ok: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite real number; got {value!r}")
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ValueError(f"{name} must be {'≥' if zero_ok else '>'} 0; got {value}")
-    return float(value)
 
 
 def _attention_fn(attention: str):
@@ -135,15 +128,14 @@ class SelfAttention(Layer):
         self.n_heads = positive_int("n_heads", n_heads)
         self.key_channels = out_channels if key_channels is None else positive_int("key_channels", key_channels)
         self.value_channels = out_channels if value_channels is None else positive_int("value_channels", value_channels)
-        self.W_query_std = _check_std("W_query_std", W_query_std)
-        self.W_key_std = _check_std("W_key_std", W_key_std)
-        self.W_value_std = _check_std("W_value_std", W_value_std)
-        self.W_out_std = _check_std("W_out_std", W_out_std)
-        self.b_std = _check_std("b_std", 0.0 if b_std is None else b_std, zero_ok=True)
-        for name, value, allowed in (("scaling", scaling, SCALINGS), ("attention", attention, ATTENTIONS),
-                                     ("positional", positional, POSITIONALS)):  # fmt: skip
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
+        self.W_query_std = real_number("W_query_std", W_query_std, positive=True)
+        self.W_key_std = real_number("W_key_std", W_key_std, positive=True)
+        self.W_value_std = real_number("W_value_std", W_value_std, positive=True)
+        self.W_out_std = real_number("W_out_std", W_out_std, positive=True)
+        self.b_std = real_number("b_std", 0.0 if b_std is None else b_std, nonnegative=True)
+        one_of("scaling", scaling, SCALINGS)
+        one_of("attention", attention, ATTENTIONS)
+        one_of("positional", positional, POSITIONALS)
         if parameterization != "ntk":
             raise ValueError(f"SelfAttention supports parameterization='ntk' only; got {parameterization!r}")
         self.scaling, self.attention, self.positional = scaling, attention, positional

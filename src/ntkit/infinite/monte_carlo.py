@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ntkit._validation import kernel_kinds
 from ntkit.empirical import empirical_ntk
 from ntkit.infinite.layers import Layer, _check_inputs
 
@@ -45,13 +46,6 @@ class MonteCarloKernel:
 def sample_seed(seed: int, sample: int) -> int:
     """The seed of network ``sample``: 63 bits of ``numpy.random.SeedSequence(seed, spawn_key=(sample,))``."""
     return int(np.random.SeedSequence(seed, spawn_key=(sample,)).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-def _check_get(get) -> tuple[str, ...]:
-    kinds = (get,) if isinstance(get, str) else tuple(get)
-    if not kinds or any(k not in KINDS for k in kinds):
-        raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them; got {get!r}")
-    return kinds
 
 
 def _outputs(model: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -119,7 +113,7 @@ def monte_carlo_kernel(arch_or_factory: Layer | Callable[[int], nn.Module], x1: 
         raise ValueError(f"n_samples must be ≥ 2 (a standard error needs two samples); got {n_samples}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int; got {batch!r}")
-    kinds = _check_get(get)
+    kinds = kernel_kinds(get)
     _check_inputs(x1, x2)
     if isinstance(arch_or_factory, Layer):
         arch = arch_or_factory
