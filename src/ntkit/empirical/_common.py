@@ -298,7 +298,7 @@ def assemble(
     rows, cols = block_slices(n1, block_size), block_slices(n2, block_size)
     pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (problem.symmetric and j < i)]
     for i, j in _progress(pairs, progress):
-        block = pair_block(rows[i], cols[j])
+        block = pair_block(rows[i], cols[j]).detach()  # the structured fallback for other modules keeps a graph
         if problem.symmetric and i == j:
             block = 0.5 * (block + mirror(block, problem.output))
         out[rows[i], cols[j]] = block
