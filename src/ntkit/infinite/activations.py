@@ -480,9 +480,14 @@ def _degree(value, low: int = 0) -> int:
 
 
 class _ClosedForm(Activation):
-    """An activation given by a kernel function of (Σ11, Σ12, Σ22) and its parameters, and its torch function."""
+    """An activation given by a kernel function ``closed_form(Σ11, Σ12, Σ22, *parameters)`` and its torch
+    function; ``params`` names the parameters, in the order ``closed_form`` takes them."""
 
     params: tuple[str, ...] = ()
+    closed_form: Callable[..., KernelPair]
+
+    def kernels(self, cov11, cov12, cov22):
+        return type(self).closed_form(cov11, cov12, cov22, *(getattr(self, p) for p in self.params))
 
     def __repr__(self) -> str:
         return f"{self.name}(" + ", ".join(f"{p}={getattr(self, p)!r}" for p in self.params) + ")"
@@ -492,9 +497,7 @@ class Abs(_ClosedForm):
     """|x| = ABReLU(−1, 1) (neural-tangents' ``Abs``)."""
 
     name = "Abs"
-
-    def kernels(self, cov11, cov12, cov22):
-        return abrelu_kernels(cov11, cov12, cov22, -1.0, 1.0)
+    closed_form = staticmethod(lambda c11, c12, c22: abrelu_kernels(c11, c12, c22, -1.0, 1.0))
 
     def function(self, x):
         return torch.abs(x)
@@ -504,12 +507,10 @@ class ABReLU(_ClosedForm):
     """a·min(x, 0) + b·max(x, 0) (neural-tangents' ``ABRelu``); see :func:`abrelu_kernels`."""
 
     name, params = "ABReLU", ("a", "b")
+    closed_form = staticmethod(abrelu_kernels)
 
     def __init__(self, a: float, b: float):
         self.a, self.b = real_number("a", a), real_number("b", b)
-
-    def kernels(self, cov11, cov12, cov22):
-        return abrelu_kernels(cov11, cov12, cov22, self.a, self.b)
 
     def function(self, x):
         return self.a * torch.clamp(x, max=0) + self.b * torch.clamp(x, min=0)
@@ -519,9 +520,7 @@ class Sign(_ClosedForm):
     """sign(x); its NTK factor is 0 (φ' = 0 almost everywhere), as in neural-tangents' ``Sign``."""
 
     name = "Sign"
-
-    def kernels(self, cov11, cov12, cov22):
-        return sign_kernels(cov11, cov12, cov22)
+    closed_form = staticmethod(sign_kernels)
 
     def function(self, x):
         return torch.sign(x)
@@ -531,12 +530,10 @@ class Exp(_ClosedForm):
     """a·exp(b x) (neural-tangents' ``Exp``); see :func:`exp_kernels`."""
 
     name, params = "Exp", ("a", "b")
+    closed_form = staticmethod(exp_kernels)
 
     def __init__(self, a: float = 1.0, b: float = 1.0):
         self.a, self.b = real_number("a", a), real_number("b", b)
-
-    def kernels(self, cov11, cov12, cov22):
-        return exp_kernels(cov11, cov12, cov22, self.a, self.b)
 
     def function(self, x):
         return self.a * torch.exp(self.b * x)
@@ -566,9 +563,7 @@ class Cos(_ClosedForm):
     """cos(x); closed form through E[cos w] = exp(−Var w / 2) (neural-tangents' ``Cos`` with a = b = 1, c = 0)."""
 
     name = "Cos"
-
-    def kernels(self, cov11, cov12, cov22):
-        return cos_kernels(cov11, cov12, cov22)
+    closed_form = staticmethod(cos_kernels)
 
     def function(self, x):
         return torch.cos(x)
@@ -578,12 +573,10 @@ class Rbf(_ClosedForm):
     """√2·sin(√(2γ)x + π/4), whose NNGP is exp(−γ‖u − v‖²) (neural-tangents' ``Rbf``); see :func:`rbf_kernels`."""
 
     name, params = "Rbf", ("gamma",)
+    closed_form = staticmethod(rbf_kernels)
 
     def __init__(self, gamma: float = 1.0):
         self.gamma = real_number("gamma", gamma, positive=True)
-
-    def kernels(self, cov11, cov12, cov22):
-        return rbf_kernels(cov11, cov12, cov22, self.gamma)
 
     def function(self, x):
         return math.sqrt(2) * torch.sin(math.sqrt(2 * self.gamma) * x + math.pi / 4)
@@ -593,12 +586,10 @@ class Monomial(_ClosedForm):
     """x^degree for any degree ≥ 0 (neural-tangents' ``Monomial`` stops at 5); see :func:`monomial_kernels`."""
 
     name, params = "Monomial", ("degree",)
+    closed_form = staticmethod(monomial_kernels)
 
     def __init__(self, degree: int):
         self.degree = _degree(degree)
-
-    def kernels(self, cov11, cov12, cov22):
-        return monomial_kernels(cov11, cov12, cov22, self.degree)
 
     def function(self, x):
         return x**self.degree
@@ -609,12 +600,10 @@ class RectifiedMonomial(_ClosedForm):
     degree; see :func:`rectified_monomial_kernels`."""
 
     name, params = "RectifiedMonomial", ("degree",)
+    closed_form = staticmethod(rectified_monomial_kernels)
 
     def __init__(self, degree: int):
         self.degree = _degree(degree)
-
-    def kernels(self, cov11, cov12, cov22):
-        return rectified_monomial_kernels(cov11, cov12, cov22, self.degree)
 
     def function(self, x):
         return (x > 0).to(x.dtype) * torch.clamp(x, min=0) ** self.degree

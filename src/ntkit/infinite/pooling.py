@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ntkit.infinite.kernel import Kernel
-from ntkit.infinite.layers import Layer, _AvgPool, _tuple
+from ntkit.infinite.layers import Layer, _AvgPool
 
 
 class _SumPoolModule(nn.Module):
@@ -61,17 +61,9 @@ def _no_closed_form(layer: Layer, what: str) -> ValueError:
     )
 
 
-class _MaxPool(Layer):
-    spatial: int
-
-    def __init__(self, kernel_size, stride=None):
-        self.kernel_size = _tuple(kernel_size, self.spatial, "kernel_size")
-        self.stride = self.kernel_size if stride is None else _tuple(stride, self.spatial, "stride")
-
+class _MaxPool(_AvgPool):  # AvgPool's arguments and shapes; no kernel
     def __repr__(self) -> str:
         return f"MaxPool{self.spatial}d({self.kernel_size}, stride={self.stride})"
-
-    out_shape = _AvgPool.out_shape
 
     def transform(self, k: Kernel) -> Kernel:
         raise _no_closed_form(self, "E[max of correlated Gaussians · max of correlated Gaussians] has none")
