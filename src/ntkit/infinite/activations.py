@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 
 from ntkit._validation import real_number
 from ntkit.infinite.kernel import Kernel, pair_variances, spatial_diagonal
@@ -683,7 +684,8 @@ def polar_quadrature_kernels(fn: Callable[[torch.Tensor], torch.Tensor], n_radia
     rw_np = rw_np * r_np * np.exp(-(r_np**2) / 2) / (2 * math.pi)
 
     def derivative(x: torch.Tensor) -> torch.Tensor:  # φ'(x) of an elementwise φ: one forward-mode pass
-        return torch.func.jvp(fn, (x,), (torch.ones_like(x),))[1]
+        with forward_ad.dual_level():
+            return forward_ad.unpack_dual(fn(forward_ad.make_dual(x, torch.ones_like(x)))).tangent
 
     def kernels(cov11, cov12, cov22) -> KernelPair:
         cov11, cov12, cov22 = torch.broadcast_tensors(cov11, cov12, cov22)
