@@ -240,6 +240,9 @@ def test_bad_input_gets_clear_errors():
         nk.sequence_kernel(nk.Sequential(nk.Conv1d(4, 1), nk.RNN(4)), _randn(2, 3, 4, seed=0))
     with pytest.raises(TypeError, match="activation spec"):
         nk.RNN(4, nonlinearity=torch.tanh)
+    for layer in (nk.SelfAttention(4), nk.RNN(4)):
+        with pytest.raises(ValueError, match="NTK parameterization only"):
+            nk.Sequential(nk.Conv1d(4, 1), layer, nk.Flatten(), nk.Linear(1)).build((2, 3), parameterization="mup")
 
 
 def test_hermite_needs_unit_variance_and_gaussian_a_finite_expectation():

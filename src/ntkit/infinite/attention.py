@@ -37,11 +37,20 @@ from torch import nn
 
 from ntkit._validation import one_of, positive_int, real_number
 from ntkit.infinite.kernel import Kernel
-from ntkit.infinite.layers import Layer
+from ntkit.infinite.layers import _BUILD, Layer
 
 SCALINGS = ("linear", "sqrt")
 ATTENTIONS = ("softmax", "identity", "relu", "abs")
 POSITIONALS = (None, "sum", "concat")
+
+
+def ntk_only_build(layer: Layer) -> None:
+    """A ValueError when ``arch.build(..., parameterization=)`` asks ``layer`` (NTK parameterization only) for
+    another parameterization, instead of silently building the NTK one."""
+    ctx = _BUILD.get()
+    if ctx is not None and ctx.parameterization not in (None, "ntk"):
+        raise ValueError(f"{layer!r} is built in the NTK parameterization only; got "
+                         f"build(parameterization={ctx.parameterization!r})")  # fmt: skip
 
 
 def _attention_fn(attention: str):
@@ -191,6 +200,7 @@ class SelfAttention(Layer):
     # --- the finite module --------------------------------------------------------------------------------------
 
     def make_module(self, in_shape, generator):
+        ntk_only_build(self)
         return SelfAttentionModule(self, in_shape, generator)
 
 

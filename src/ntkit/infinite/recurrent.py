@@ -34,6 +34,7 @@ from torch import nn
 
 from ntkit._validation import one_of, positive_int, real_number
 from ntkit.infinite.activations import Activation, ReLU
+from ntkit.infinite.attention import ntk_only_build
 from ntkit.infinite.combinators import Sequential
 from ntkit.infinite.kernel import Kernel, input_kernel
 from ntkit.infinite.layers import Layer, _check_inputs
@@ -191,6 +192,7 @@ class RNN(Layer):
     # --- the finite module --------------------------------------------------------------------------------------
 
     def make_module(self, in_shape, generator):
+        ntk_only_build(self)
         return RNNModule(self, in_shape[0], generator)
 
 
