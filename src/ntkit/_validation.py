@@ -38,6 +38,13 @@ def optional_real_number(name: str, value, **kwargs) -> float | None:
     return None if value is None else real_number(name, value, **kwargs)
 
 
+def boolean(name: str, value) -> bool:
+    """``value`` if it is a bool (numpy's too): a TypeError for anything else, such as the string "False"."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
+    return bool(value)
+
+
 def positive_int(name: str, value) -> int:
     """``value`` if it is a positive int (not a bool): TypeError for other types, ValueError for values < 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

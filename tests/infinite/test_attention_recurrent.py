@@ -72,6 +72,18 @@ def test_empirical_ntk_of_built_networks_converges_to_the_kernel(name):
     _check_within_five_se(mean, se, theta, relative_power=0.25)
 
 
+@pytest.mark.parametrize("name", list(ARCHS))
+def test_nngp_alone_and_exact_self_pairs_whatever_the_blocks(name):
+    make, in_shape = ARCHS[name]
+    arch, x = make(8), _randn(5, *in_shape, seed=14)
+    full, blocked = arch.kernel(x), arch.kernel(x, batch_size=2)
+    assert torch.equal(full.nngp.diagonal(), blocked.nngp.diagonal())  # self-pairs bit for bit
+    torch.testing.assert_close(blocked.ntk, full.ntk, rtol=1e-13, atol=0)
+    only = arch.kernel(x, _randn(2, *in_shape, seed=15), get="nngp")
+    assert only.ntk is None
+    torch.testing.assert_close(only.nngp, arch.kernel(x, _randn(2, *in_shape, seed=15)).nngp, rtol=1e-14, atol=0)
+
+
 # --- RNN: closed forms derived by hand ----------------------------------------------------------------------------
 
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ntkit._validation import one_of, positive_int, real_number
-from ntkit.infinite.kernel import Kernel
+from ntkit.infinite.kernel import Kernel, set_self_pairs
 from ntkit.infinite.layers import _BUILD, Layer
 
 SCALINGS = ("linear", "sqrt")
@@ -190,12 +190,13 @@ class SelfAttention(Layer):
             return _untokens(torch.einsum("apq,aqr,asr->aps", a, _tokens(t, s, 1), a), shape[1:], 1) * ov2 + b2
 
         nngp_w = cross(k.nngp)
-        nngp = _untokens(nngp_w * ov2 + b2, shape[1:], 2)
-        ntk = _untokens((cross(k.ntk) + 2 * nngp_w) * ov2 + b2, shape[1:], 2)
-        var1 = own(k.var1, a1)
-        var2 = None if k.var2 is None else own(k.var2, a2)
-        return Kernel(nngp.contiguous(), ntk.contiguous(), var1.contiguous(),
-                      None if var2 is None else var2.contiguous(), shape, is_gaussian=True)  # fmt: skip
+        nngp = _untokens(nngp_w * ov2 + b2, shape[1:], 2).contiguous()
+        ntk = None if k.ntk is None else _untokens((cross(k.ntk) + 2 * nngp_w) * ov2 + b2, shape[1:], 2).contiguous()
+        var1 = own(k.var1, a1).contiguous()
+        var2 = None if k.var2 is None else own(k.var2, a2).contiguous()
+        if k.var2 is None:  # self-pairs from the self-covariances, bit for bit (as every layer keeps them)
+            set_self_pairs(nngp, var1)
+        return Kernel(nngp, ntk, var1, var2, shape, is_gaussian=True)
 
     # --- the finite module --------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ from ntkit._validation import one_of, positive_int, real_number
 from ntkit.infinite.activations import Activation, ReLU
 from ntkit.infinite.attention import ntk_only_build
 from ntkit.infinite.combinators import Sequential
-from ntkit.infinite.kernel import Kernel, input_kernel
+from ntkit.infinite.kernel import Kernel, input_kernel, set_self_pairs
 from ntkit.infinite.layers import Layer, _check_inputs
 
 READOUTS = ("last", "mean")
@@ -180,6 +180,8 @@ class RNN(Layer):
         var2 = None
         if k.var2 is not None:
             var2, _ = out(k_var2, None, s2.unsqueeze(-1), s2.unsqueeze(-2), lengths2, None)
+        else:  # self-pairs from the self-covariances, bit for bit (as every layer keeps them)
+            set_self_pairs(nngp, var1)
         return Kernel(nngp, ntk, var1, var2, shape, is_gaussian=False)
 
     def kernel(self, x1, x2=None, *, mask1=None, mask2=None, lengths1=None, lengths2=None, **kwargs) -> Kernel:
