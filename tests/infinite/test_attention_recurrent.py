@@ -144,6 +144,22 @@ def test_masks_and_lengths_are_the_kernel_of_the_real_steps():
     torch.testing.assert_close(by_lengths.ntk, by_mask.ntk, rtol=0, atol=0)
 
 
+def test_sequences_padded_to_different_lengths():
+    arch = nk.Sequential(nk.RNN(8, nonlinearity=nk.Erf()), nk.Linear(1))
+    x1, x2 = _randn(2, 2, 3, seed=16), _randn(3, 2, 5, seed=17)
+    k = nk.sequence_kernel(arch, x1, x2, lengths2=torch.tensor([5, 2, 3]))
+    for j, length in enumerate((5, 2, 3)):
+        short, long_ = (x1, x2[j : j + 1, :, :length]) if length <= 3 else (x1, x2[j : j + 1])
+        pad = max(short.shape[2], long_.shape[2])
+        ref = nk.sequence_kernel(arch, torch.nn.functional.pad(short, (0, pad - 3)),
+                                 torch.nn.functional.pad(long_, (0, pad - long_.shape[2])),
+                                 lengths1=torch.tensor([3, 3]), lengths2=torch.tensor([length]))  # fmt: skip
+        torch.testing.assert_close(k.ntk[:, j], ref.ntk[:, 0], rtol=1e-13, atol=0)
+    # the same real steps give the same kernel whatever the padding
+    same = nk.sequence_kernel(arch, x1, torch.nn.functional.pad(x1, (0, 4)), lengths2=torch.tensor([3, 3]))
+    torch.testing.assert_close(same.nngp, arch.kernel(x1).nngp, rtol=1e-13, atol=0)
+
+
 def test_masked_forward_is_the_forward_of_the_real_steps():
     rnn = nk.RNN(16, b_std=0.2, nonlinearity=nk.Erf(), readout="mean").build((2, 4), seed=1, dtype=DT)
     x = _randn(2, 2, 4, seed=7)

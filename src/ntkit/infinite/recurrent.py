@@ -32,7 +32,7 @@ import math
 import torch
 from torch import nn
 
-from ntkit._validation import one_of, positive_int, real_number
+from ntkit._validation import finite_result, one_of, positive_int, real_number
 from ntkit.infinite.activations import Activation, ReLU
 from ntkit.infinite.attention import ntk_only_build
 from ntkit.infinite.combinators import Sequential
@@ -320,4 +320,6 @@ def sequence_kernel(arch: Layer, x1: torch.Tensor, x2: torch.Tensor | None = Non
     rest = arch.layers[1:] if isinstance(arch, Sequential) else ()
     for layer in rest:
         k = layer.transform(k)
+    for name in ("nngp", "ntk"):
+        finite_result(f"sequence_kernel's {name}", getattr(k, name), "the kernels overflowed; use smaller W_std")
     return k
