@@ -77,6 +77,8 @@ class Layer:
         return in_shape
 
     def transform(self, k: Kernel) -> Kernel:
+        """The kernels after this layer. Pure: never writes into ``k``'s tensors (``Parallel`` hands one Kernel
+        to every branch, ``Residual`` reuses its input); tests/infinite/test_pure_transforms.py checks every spec."""
         raise NotImplementedError
 
     def affine_layers(self) -> list[Layer]:
