@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 
 
@@ -65,7 +66,8 @@ def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fi
     try:
         check_fits()
         check_writable(args.out, "--out")
-        return RunFolder(args.out, command, config, args.argv, "--out").start()
+        args.folder = RunFolder(args.out, command, config, args.argv, "--out").start()
+        return args.folder
     except (ValueError, MemoryError) as exc:
         _refuse(command, exc)
         return None
@@ -113,8 +115,10 @@ def _demo(args: argparse.Namespace) -> int:
             f"ntkit demo needs the demo extras ({exc}); install them with: pip install 'ntkit[demo]'", file=sys.stderr
         )
         return 1
+    token = secrets.token_urlsafe(18) if args.token == "" else args.token
     try:
-        serve(host=args.host, port=args.port, threads=args.threads)
+        serve(host=args.host, port=args.port, threads=args.threads, token=token,
+              trusted_origins=tuple(args.trusted_origin))  # fmt: skip
     except ValueError as exc:
         print(f"ntkit demo: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    demo.add_argument("--token", nargs="?", const="", default=None, metavar="TOKEN",
+                      help="require this token (8+ characters) on every API call; without a value, generate one; "
+                      "the printed address carries it")  # fmt: skip
+    demo.add_argument("--trusted-origin", action="append", default=[], metavar="ORIGIN",
+                      help="another origin (http://name:port) whose pages may call the API; repeatable")  # fmt: skip
     demo.set_defaults(run=_demo)
 
     from ntkit.data.tasks import TASKS
@@ -252,6 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that store their cells in a ``ntkit._runs.RunFolder``: Ctrl-C keeps what is done, a rerun resumes.
+RESUMABLE = ("example", "dynamics", "regimes")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -259,9 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
         print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        if getattr(args, "folder", None) is not None:
+            args.folder.close()
 
 
 if __name__ == "__main__":
