@@ -18,6 +18,8 @@ from ntkit.infinite import (
     AvgPool2d,
     Conv1d,
     Conv2d,
+    ConvTranspose1d,
+    ConvTranspose2d,
     Cos,
     Elementwise,
     Erf,
@@ -69,4 +71,5 @@ __all__ += [
     "ABReLU", "Abs", "Cos", "ELU", "Exp", "Gaussian", "Hermite", "Monomial", "Rbf", "RectifiedMonomial", "SiLU",
     "Sign", "Softplus", "SelfAttention", "MonteCarloKernel", "monte_carlo_kernel", "MaxPool1d", "MaxPool2d",
     "Softmax", "SumPool1d", "SumPool2d", "RNN", "sequence_kernel",
+    "ConvTranspose1d", "ConvTranspose2d",
 ]  # fmt: skip

@@ -46,11 +46,19 @@ def _rnn_mean_net(w):
     return nk.Sequential(nk.RNN(w, W_std=1.0, U_std=1.1, b_std=0.2, readout="mean"), nk.Linear(4))
 
 
+def _conv_transpose_net(w):
+    return nk.Sequential(
+        nk.Conv1d(w, 1, W_std=1.2, b_std=0.1), nk.ReLU(), nk.ConvTranspose1d(w, 3, stride=2, b_std=0.2), nk.Erf(),
+        nk.Flatten(), nk.Linear(4),
+    )  # fmt: skip
+
+
 ARCHS = {
     "attention_1d": (_attention_net, (2, 3)),
     "attention_2d_positional": (_attention_image_net, (2, 2, 2)),
     "rnn_erf_last": (_rnn_net, (2, 4)),
     "rnn_relu_mean": (_rnn_mean_net, (2, 4)),
+    "conv_transpose_1d": (_conv_transpose_net, (2, 3)),
 }
 
 
@@ -266,6 +274,8 @@ def test_bad_input_gets_clear_errors():
         nk.sequence_kernel(nk.RNN(4), _randn(2, 3, 4, seed=0), lengths1=torch.tensor([0, 4]))
     with pytest.raises(ValueError, match="first layer is nk.RNN"):
         nk.sequence_kernel(nk.Sequential(nk.Conv1d(4, 1), nk.RNN(4)), _randn(2, 3, 4, seed=0))
+    with pytest.raises(ValueError, match=r"ConvTranspose1d.*needs \(N, C, L\) inputs"):
+        nk.Sequential(nk.ConvTranspose1d(4, 2), nk.Flatten()).kernel(_randn(3, 5, seed=0))
     with pytest.raises(TypeError, match="activation spec"):
         nk.RNN(4, nonlinearity=torch.tanh)
     for layer in (nk.SelfAttention(4), nk.RNN(4)):

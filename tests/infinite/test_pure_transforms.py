@@ -22,12 +22,13 @@ SPATIAL_1D = [
     nk.Conv1d(4, 3), nk.Conv1d(4, 2, stride=2, padding="valid"), nk.Conv1d(4, 3, padding="circular"),
     nk.AvgPool1d(2), nk.SumPool1d(2, stride=1), nk.GlobalAvgPool1d(), nk.Flatten(), nk.LayerNorm(),
     nk.SelfAttention(4, b_std=0.1), nk.SelfAttention(4, attention="relu", positional="concat"),
-    nk.RNN(4, b_std=0.1, readout="mean"), nk.RNN(4, nonlinearity=nk.Erf()),
+    nk.RNN(4, b_std=0.1, readout="mean"), nk.RNN(4, nonlinearity=nk.Erf()), nk.ConvTranspose1d(4, 3, stride=2),
     nk.Residual(nk.ReLU(), nk.Conv1d(3, 3)), nk.Residual(nk.SelfAttention(3)),
     nk.Parallel(nk.Sequential(nk.ReLU(), nk.Conv1d(4, 1)), nk.Sequential(nk.Erf(), nk.Conv1d(4, 3))),
     nk.Parallel(nk.ReLU(), nk.Conv1d(3, 1), nk.LayerNorm(), combine="concat"),
 ]  # fmt: skip
-SPATIAL_2D = [nk.Conv2d(4, 3), nk.AvgPool2d(2, stride=1), nk.SumPool2d(2), nk.GlobalAvgPool2d(),
+SPATIAL_2D = [nk.Conv2d(4, 3), nk.ConvTranspose2d(4, (2, 3), stride=(2, 1), parameterization="standard"),
+              nk.AvgPool2d(2, stride=1), nk.SumPool2d(2), nk.GlobalAvgPool2d(),
               nk.SelfAttention(4, positional="sum"), nk.Flatten(), nk.LayerNorm()]  # fmt: skip
 VECTOR = [nk.Linear(4, b_std=0.2), nk.Linear(4, parameterization="standard"), nk.LayerNorm(),
           nk.Residual(nk.Erf(), nk.Linear(3)),

@@ -21,6 +21,8 @@ check, ``kernel_fn(x1, None)`` checked against ``kernel_fn(x1, x1)``; each case 
   (N, C, L) and (N, C, H, W) inputs, and a transformer block (attention and a 1×1-conv MLP in residuals, each
   followed by LayerNorm).
 * ``sumpool_1d`` / ``sumpool_2d``: ``stax.SumPool`` (VALID padding).
+* ``conv_transpose_1d`` / ``_2d``: ``stax.ConvTranspose`` with VALID padding (filter ≥ stride, where JAX's and
+  torch's output sizes agree).
 
 Accuracy: ~1e-15 relative for the closed forms; the quadrature cases are checked against deg 500 (printed).
 """
@@ -203,6 +205,28 @@ def _cases():
                               D(1, 1.0, 0.05)),
         'nk.Sequential(nk.Conv2d(8, 3, padding="same", W_std=1.4, b_std=0.1), nk.Erf(), '
         "nk.SumPool2d(2, stride=(1, 2)), nk.GlobalAvgPool2d(), nk.Linear(1, W_std=1.0, b_std=0.05))",
+    )  # fmt: skip
+
+    def conv_transpose(L: Layout, out, k, stride):
+        dn = {1: (("NHC", "HIO", "NHC") if L.cl else ("NCH", "IOH", "NCH")),
+              2: (("NHWC", "HWIO", "NHWC") if L.cl else ("NCHW", "IOHW", "NCHW"))}[len(k)]  # fmt: skip
+        return stax.ConvTranspose(out, k, strides=stride, padding="VALID", W_std=1.3, b_std=0.2, dimension_numbers=dn)
+
+    cases["conv_transpose_1d"] = (
+        SIG, 180,
+        lambda L: stax.serial(L.conv(8, (1,), W_std=1.2, b_std=0.1), stax.Relu(), conv_transpose(L, 8, (3,), (2,)),
+                              stax.Erf(), stax.Flatten(), D(1, 1.0, 0.05)),
+        "nk.Sequential(nk.Conv1d(8, 1, W_std=1.2, b_std=0.1), nk.ReLU(), "
+        "nk.ConvTranspose1d(8, 3, stride=2, W_std=1.3, b_std=0.2), nk.Erf(), nk.Flatten(), "
+        "nk.Linear(1, W_std=1.0, b_std=0.05))",
+    )  # fmt: skip
+    cases["conv_transpose_2d"] = (
+        IMG, 181,
+        lambda L: stax.serial(L.conv(8, (1, 1), W_std=1.2, b_std=0.1), stax.Relu(),
+                              conv_transpose(L, 8, (2, 3), (2, 1)), stax.Relu(), L.gap(), D(1, 1.0, 0.05)),
+        "nk.Sequential(nk.Conv2d(8, 1, W_std=1.2, b_std=0.1), nk.ReLU(), "
+        "nk.ConvTranspose2d(8, (2, 3), stride=(2, 1), W_std=1.3, b_std=0.2), nk.ReLU(), nk.GlobalAvgPool2d(), "
+        "nk.Linear(1, W_std=1.0, b_std=0.05))",
     )  # fmt: skip
     return cases
 
