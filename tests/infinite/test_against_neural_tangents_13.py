@@ -1,4 +1,4 @@
-"""Issue 13's layers against neural-tangents 0.6.5 (JAX, float64): activations, SelfAttention and SumPool.
+"""Issue 13's layers against neural-tangents 0.6.5 (JAX, float64): activations, SelfAttention, SumPool, ConvTranspose.
 
 Reference values: tests/infinite/reference/make_nt_reference_13.py (run in NT's own venv), which stores each
 case's ntkit spec. ELU's values are computed by hand there (1-D adaptive integrals), NT's quadrature being too
