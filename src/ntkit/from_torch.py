@@ -41,6 +41,7 @@ from ntkit.infinite import (
     Tanh,
 )
 from ntkit.infinite.activations import Activation
+from ntkit.infinite.attention import SelfAttentionModule
 from ntkit.modules import ChannelLayerNorm, NTKConv1d, NTKConv2d, NTKLinear
 from ntkit.modules import Elementwise as ElementwiseModule
 from ntkit.modules import GlobalAvgPool as GlobalAvgPoolModule
@@ -73,7 +74,8 @@ def from_torch(model: nn.Module, W_std: float | None = None, b_std: float | None
     → GlobalAvgPool, ``nn.Flatten``/``torch.flatten(x, 1)`` → Flatten, ``nn.LayerNorm`` over the last (feature)
     axis of (N, D) inputs → LayerNorm, ``a + b`` → :class:`~ntkit.Residual` (when one side is the other's input)
     or ``Parallel(combine="sum")``, ``torch.cat(..., dim=1)`` → ``Parallel(combine="concat")``, and ntkit's own
-    modules (``arch.build``) → the specs they came from. ``nn.MultiheadAttention`` is not mapped yet.
+    modules (``arch.build``, ``SelfAttention`` included) → the specs they came from. ``nn.MultiheadAttention`` is
+    refused with the reason: its 1/√d_k scores have no closed-form limit (use ``nk.monte_carlo_kernel``).
 
     **Scales.** A Linear/Conv layer's spec gets W_std = std(W)·√fan_in and b_std = std(b), where std is the root
     mean square of the model's *current* parameters (their distribution has mean 0 at initialisation), unless the
@@ -163,7 +165,15 @@ class _Tracer(fx.Tracer):
     """torch.fx's tracer, keeping Linear/Conv subclasses (ntkit's NTKLinear, …) and ntkit's own elementwise,
     normalisation and pooling modules as leaves so that their scales and specs can be read."""
 
-    LEAVES = (nn.Linear, nn.Conv1d, nn.Conv2d, ElementwiseModule, ChannelLayerNorm, GlobalAvgPoolModule)
+    LEAVES = (
+        nn.Linear,
+        nn.Conv1d,
+        nn.Conv2d,
+        ElementwiseModule,
+        ChannelLayerNorm,
+        GlobalAvgPoolModule,
+        SelfAttentionModule,
+    )
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return isinstance(m, self.LEAVES) or super().is_leaf_module(m, module_qualified_name)
@@ -255,8 +265,14 @@ def _module_spec(module: nn.Module, scales: _Scales) -> Layer | str:
         if module.start_dim != 1 or module.end_dim != -1:
             return "only Flatten(start_dim=1, end_dim=-1) has a spec"
         return Flatten()
+    if isinstance(module, SelfAttentionModule):  # ntkit's own (arch.build): the spec it was built from
+        return module.spec
     if isinstance(module, nn.MultiheadAttention):
-        return "attention is not mapped yet (ntkit.SelfAttention is being added)"
+        return (
+            "torch's attention scores are scaled by 1/√d_k with separate query and key weights, whose infinite-"
+            "width limit has no closed-form kernel (Hron et al. 2020); use nk.SelfAttention (scaling='linear', "
+            "(N, C, L) layout) for the closed form, or nk.monte_carlo_kernel for this model"
+        )
     return "no infinite-width spec for this module"
 
 

@@ -36,6 +36,8 @@ ARCHS = {
         nk.Conv1d(6, 3, stride=2, padding="valid", W_std=1.3), nk.ReLU(), nk.Flatten(),
         nk.Parallel(nk.Linear(5, W_std=1.1, b_std=0.2), nk.Sequential(nk.Linear(5), nk.Erf()), combine="sum"),
         nk.Linear(1)), (2, 9)),
+    "attention": (lambda: nk.Sequential(nk.Conv1d(16, 1, W_std=1.2, b_std=0.1), nk.SelfAttention(16, n_heads=2),
+                                        nk.ReLU(), nk.GlobalAvgPool1d(), nk.Linear(1)), (2, 5)),
     "standard": (lambda: nk.Sequential(nk.Linear(32, W_std=1.3, b_std=0.2, parameterization="standard"), nk.ReLU(),
                                        nk.Linear(3, W_std=0.7, b_std=0.1, parameterization="standard")), (4,)),
 }  # fmt: skip
@@ -180,6 +182,21 @@ class _DataDependent(nn.Module):
         if x.sum() > 0:
             return self.a(x)
         return self.b(x)
+
+
+class _TorchAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x)[0]
+
+
+def test_torch_attention_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="attn: MultiheadAttention") as err:
+        nk.from_torch(_TorchAttention())
+    assert "1/√d_k" in str(err.value) and "monte_carlo_kernel" in str(err.value)
 
 
 def test_an_untraceable_model_says_why_and_what_to_do():
