@@ -191,6 +191,27 @@ def _regimes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smalldata(args: argparse.Namespace) -> int:
+    from ntkit.examples import smalldata as sd
+
+    config = {"datasets": args.datasets, "methods": args.methods, "folds": args.folds,
+              "inner_folds": args.inner_folds, "grid": args.grid, "seed": args.seed}  # fmt: skip
+    if args.folds < 2 or args.inner_folds < 2:
+        return _refuse("smalldata", ValueError(f"--folds and --inner-folds must be ≥ 2; got {args.folds}, "
+                                               f"{args.inner_folds}"))  # fmt: skip
+    folder = _start_folder("smalldata", args, config, lambda: None)
+    if folder is None:
+        return 2
+    print(f"Small-data study (Arora et al. 2020): {', '.join(args.datasets)}; {', '.join(args.methods)}; "
+          f"{args.folds} outer folds, {args.inner_folds} inner folds, {args.grid} grid, seed {args.seed}")  # fmt: skip
+    results = sd.run(args.datasets, args.methods, folds=args.folds, inner_folds=args.inner_folds, grid=args.grid,
+                     seed=args.seed, progress=not args.no_progress, folder=folder)  # fmt: skip
+    paths = sd.save(results, folder)
+    print(paths["table"].read_text(), end="")
+    print(f"table: {paths['table'].resolve()}\nplot: {paths['plot'].resolve()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntkit", description="Neural Tangent Kernels for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,11 +279,27 @@ def build_parser() -> argparse.ArgumentParser:
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")
     regimes.set_defaults(run=_regimes)
+
+    from ntkit.examples.smalldata import DATASETS, DEPTHS, METHODS
+
+    smalldata = sub.add_parser("smalldata", help="NTK/NNGP estimators against random forests, RBF SVMs and MLPs "
+                               "on scikit-learn's UCI data sets (Arora et al. 2020)")  # fmt: skip
+    smalldata.add_argument("--datasets", type=_names("--datasets", DATASETS), default=DATASETS,
+                           help="comma-separated: " + ", ".join(DATASETS))  # fmt: skip
+    smalldata.add_argument("--methods", type=_names("--methods", METHODS), default=METHODS,
+                           help="comma-separated: " + ", ".join(METHODS))  # fmt: skip
+    smalldata.add_argument("--folds", type=_positive("--folds"), default=4, help="outer folds (test scores)")
+    smalldata.add_argument("--inner-folds", type=_positive("--inner-folds"), default=3, help="folds of the search")
+    smalldata.add_argument("--grid", choices=tuple(DEPTHS), default="default", help="hyperparameter grid size")
+    smalldata.add_argument("--seed", type=int, default=0, help="seed of the folds, the forest and the MLP")
+    smalldata.add_argument("--no-progress", action="store_true", help="no progress bar")
+    smalldata.add_argument("--out", default="results/smalldata", help="folder for the table, CSV and plot")
+    smalldata.set_defaults(run=_smalldata)
     return parser
 
 
 #: Commands that store their cells in a ``ntkit._runs.RunFolder``: Ctrl-C keeps what is done, a rerun resumes.
-RESUMABLE = ("example", "dynamics", "regimes")
+RESUMABLE = ("example", "dynamics", "regimes", "smalldata")
 
 
 def main(argv: list[str] | None = None) -> int:
