@@ -15,13 +15,15 @@ registers:
 The kernels are compiled without the GIL (``nogil``), so the blocks that ``ntkit.infinite.blocked`` runs on
 worker threads can run on all cores, and cached on disk (``cache=True``) after their first compilation.
 
-They are OFF by default: set ``NTKIT_FUSED=1`` to use them. Measured on an AMD EPYC (Zen 4, one thread, CPU time,
-float64, 2026-11-29) they are not faster than the torch path yet: the ReLU step 7.4 ms against 7.7 ms on a
-(8, 8, 8, 8, 8, 8) block and 11.1 against 6.9 ms on (16, 16, 40, 40) (numba calls libm's scalar ``acos`` where
-torch uses SLEEF's vectorised one), and the 3×3 window sum 3.9 ms against 0.6 ms (the loops do not vectorise as
-torch's shifted ``add_`` passes do). Each entry point returns None when it does not apply (not enabled, numba
-missing, not on the CPU, not float32/float64); the caller then takes the torch path, which is also what the
-tests compare these kernels with.
+Which kernels run by default is what measured faster than the torch path on an AMD EPYC (Zen 4, one thread, CPU
+time, float64, 2026-11-29): only the window sum of circular padding (the torch path pads by ``index_select``):
+3.8 ms against 5.1 ms on a (16, 16, 40, 40) block, and the 1-D CNTK of issue 11 (3 × Conv1d k=5 circular + ReLU,
+100 + 200 signals) in 0.79× the time. The ReLU step (7.4 against 7.7 ms on (8, 8, 8, 8, 8, 8), 11.1 against 6.9
+ms on (16, 16, 40, 40): numba calls libm's scalar ``acos`` where torch uses SLEEF's vectorised one) and the
+zero-padded window sums (3.9 against 0.6 ms for 3×3: torch's shifted ``add_`` passes vectorise better) are off.
+``NTKIT_FUSED=1`` turns every fused kernel on, ``NTKIT_FUSED=0`` every one off. Each entry point returns None
+when it does not apply (off, numba missing, not on the CPU, not float32/float64); the caller then takes the
+torch path, which is also what the tests compare these kernels with.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 
 try:
     import numba
@@ -42,15 +45,24 @@ NUMBA_AVAILABLE = numba is not None
 _SNAP_EPS = 16  # ntkit.infinite.activations.COSINE_SNAP_EPS (imported lazily there to avoid a cycle)
 
 
-def enabled(t: torch.Tensor) -> bool:
-    """True when the fused kernels can take ``t``: ``NTKIT_FUSED=1`` in the environment, numba importable, and a
-    CPU float32/float64 tensor without gradient."""
+#: Fused kernels that run when ``NTKIT_FUSED`` is not set: those measured faster than the torch path.
+DEFAULT_KERNELS = frozenset({"window_sum_circular"})
+KERNELS = ("relu", "window_sum", "window_sum_circular")
+
+
+def enabled(t: torch.Tensor, kernel: str) -> bool:
+    """True when the fused ``kernel`` (one of :data:`KERNELS`) can take ``t``: turned on (``NTKIT_FUSED=1``,
+    or unset and ``kernel`` in :data:`DEFAULT_KERNELS`), numba importable, and a CPU float32/float64 tensor
+    that carries no derivative (autograd-recorded or forward-mode)."""
+    setting = os.environ.get(ENV_VAR, "").strip()
+    on = setting == "1" or (setting != "0" and kernel in DEFAULT_KERNELS)
     return (
-        NUMBA_AVAILABLE
-        and os.environ.get(ENV_VAR, "0").strip() == "1"
+        on
+        and NUMBA_AVAILABLE
         and t.device.type == "cpu"
         and t.dtype in (torch.float32, torch.float64)
-        and not t.requires_grad
+        and not (t.requires_grad and torch.is_grad_enabled())
+        and fwAD.unpack_dual(t).tangent is None  # a forward-mode derivative would be dropped
     )
 
 
@@ -127,7 +139,7 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
 
     The inputs broadcast together (up to 6 axes), as for :func:`ntkit.infinite.activations.relu_kernels`.
     """
-    if not enabled(cov12):
+    if not enabled(cov12, "relu"):
         return None
     cov11, cov12, cov22 = torch.broadcast_tensors(cov11, cov12, cov22)
     if cov12.ndim > 6 or cov11.dtype != cov12.dtype or cov22.dtype != cov12.dtype:
@@ -176,7 +188,8 @@ def window_sum(t: torch.Tensor, kernel_size: tuple[int, ...], padding: str):
     """Σ_o t[..., p + o, p' + o] over the filter offsets of a stride-1 convolution on the trailing pair axes
     ((L, L') for Conv1d, (H, H', W, W') for Conv2d), in one pass; None where the fused kernel does not apply."""
     spatial = len(kernel_size)
-    if not enabled(t) or spatial not in (1, 2) or t.ndim < 2 * spatial:
+    kernel = "window_sum_circular" if padding == "circular" else "window_sum"
+    if not enabled(t, kernel) or spatial not in (1, 2) or t.ndim < 2 * spatial:
         return None
     lead = t.shape[: t.ndim - 2 * spatial]
     flat = t.reshape(-1, *t.shape[t.ndim - 2 * spatial :]).contiguous()

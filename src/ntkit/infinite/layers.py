@@ -346,7 +346,9 @@ class _Conv(_Affine):
         shape = self.out_shape(k.shape)
         fan_in = k.shape[0] * math.prod(self.kernel_size)
         stride1 = all(s == 1 for s in self.stride)
-        if stride1 and (self.padding != "circular" or _fused.enabled(k.nngp)):  # window sums, 1/Π k in the scale
+        if stride1 and (
+            self.padding != "circular" or _fused.enabled(k.nngp, "window_sum_circular")
+        ):  # window sums, 1/Π k in the scale
             return self._affine_kernel(k, self._window_sum, fan_in, shape, scale=1.0 / math.prod(self.kernel_size))
         return self._affine_kernel(k, self._window_mean, fan_in, shape)
 
@@ -354,7 +356,11 @@ class _Conv(_Affine):
         """Σ_o K[p + o, p' + o] of a stride-1 convolution: one fused pass on the CPU (:mod:`ntkit.infinite._fused`,
         any padding), else shifted in-place sums (zero padding)."""
         fused = _fused.window_sum(t, self.kernel_size, self.padding)
-        return fused if fused is not None else _window_sum_stride1(t, self.kernel_size, self.padding)
+        if fused is not None:
+            return fused
+        if self.padding == "circular":  # a tensor the fused kernel does not take (one carrying a derivative)
+            return self._window_mean(t).mul_(math.prod(self.kernel_size))
+        return _window_sum_stride1(t, self.kernel_size, self.padding)
 
     def _window_mean(self, t: torch.Tensor) -> torch.Tensor:
         """Mean over the filter window of the covariance of each pair of positions, one spatial dim at a time.
