@@ -10,7 +10,7 @@ from scipy.special import iv
 import ntkit as nk
 from ntkit.data import sphere_points
 from ntkit.data.sphere import harmonic_multiplicity
-from ntkit.theory import angular_spectrum, sphere_spectrum, spectrum
+from ntkit.theory import angular_spectrum, spectrum, sphere_spectrum
 
 EPS = np.finfo(np.float64).eps
 RELU_NTK = nk.Sequential(nk.Linear(8, b_std=0.1), nk.ReLU(), nk.Linear(1, b_std=0.1))

@@ -42,7 +42,9 @@ def legendre_values(dim: int, max_degree: int, t: np.ndarray) -> np.ndarray:
     return p
 
 
-def sphere_points(n: int, dim: int, seed: int | torch.Generator = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def sphere_points(
+    n: int, dim: int, seed: int | torch.Generator = 0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """(n, dim) points uniform on the unit sphere S^{dim−1}: Gaussian vectors divided by their norms."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int; got {n!r}")
@@ -96,7 +98,9 @@ def harmonic_target(dim: int, degrees: Sequence[int], powers: Sequence[float], s
         z = sphere_points(n_centres, dim, g)
         a = torch.randn(n_centres, generator=g, dtype=torch.float64)
         gram = legendre_values(dim, degree, (z @ z.T).clamp(-1, 1).numpy().reshape(-1))[degree]
-        mean_square = float(a @ torch.as_tensor(gram.reshape(n_centres, n_centres)) @ a) / harmonic_multiplicity(dim, degree)
+        mean_square = float(a @ torch.as_tensor(gram.reshape(n_centres, n_centres)) @ a) / harmonic_multiplicity(
+            dim, degree
+        )
         centres.append(z)
         weights.append(a / math.sqrt(mean_square))
     return HarmonicTarget(dim, degrees, powers, tuple(centres), tuple(weights))

@@ -17,7 +17,7 @@ True
 
 from ntkit.theory.learning_curves import LearningCurve, learning_curve, predicted_exponent, scaling_exponent
 from ntkit.theory.phase import PhaseDiagram, max_trainable_depth, phase_diagram
-from ntkit.theory.spectra import SphereSpectrum, Spectrum, angular_spectrum, sphere_spectrum, spectrum
+from ntkit.theory.spectra import Spectrum, SphereSpectrum, angular_spectrum, spectrum, sphere_spectrum
 
 __all__ = [
     "spectrum", "sphere_spectrum", "angular_spectrum", "Spectrum", "SphereSpectrum", "learning_curve",

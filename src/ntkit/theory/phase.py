@@ -179,7 +179,7 @@ def ntk_condition_numbers(activation, w2: torch.Tensor, b2: torch.Tensor, depths
     off-diagonal (o) entries. The matrix (Θ_d − Θ_o)I + Θ_o 11ᵀ has eigenvalues Θ_d − Θ_o and Θ_d + (m − 1)Θ_o;
     where |Θ_d − Θ_o| is below 64 ε·Θ_d (float64 cannot resolve it) the condition number is inf."""
     act = _activation(activation)
-    w2, b2 = torch.broadcast_tensors(w2, b2)
+    w2, b2 = torch.broadcast_tensors(torch.as_tensor(w2, dtype=torch.float64), torch.as_tensor(b2, dtype=torch.float64))
     kd = w2 + b2
     ko = w2 * input_correlation + b2
     td, to = kd.clone(), ko.clone()
@@ -191,10 +191,8 @@ def ntk_condition_numbers(activation, w2: torch.Tensor, b2: torch.Tensor, depths
             kd, ko = w2 * phi_d + b2, w2 * phi_o + b2
             td, to = kd + w2 * dphi_d * td, ko + w2 * dphi_o * to
             layer += 1
-        # the readout is one more Linear: K' and Θ' as above
-        phi_d, dphi_d = act.kernels(kd, kd, kd)
-        phi_o, dphi_o = act.kernels(kd, ko, kd)
-        rd, ro = w2 * phi_d + b2 + w2 * dphi_d * td, w2 * phi_o + b2 + w2 * dphi_o * to
+        # after `depth` activations and the Linear that follows each one (the last is the readout)
+        rd, ro = td, to
         small, big = rd - ro, rd + (n_samples - 1) * ro
         lo, hi = torch.minimum(small.abs(), big.abs()), torch.maximum(small.abs(), big.abs())
         resolved = lo > 64 * torch.finfo(torch.float64).eps * rd.abs()

@@ -264,7 +264,9 @@ def _refuse_non_dot_product(layer: Layer, path: str = "arch") -> None:
                      "instead")  # fmt: skip
 
 
-def angular_function(arch: Layer, dim: int, get: str = "ntk", radius: float = 1.0) -> Callable[[np.ndarray], np.ndarray]:
+def angular_function(
+    arch: Layer, dim: int, get: str = "ntk", radius: float = 1.0
+) -> Callable[[np.ndarray], np.ndarray]:
     """t ↦ k(x, x') for x, x' on the sphere of ``radius`` in R^dim with ⟨x, x'⟩ = radius²·t (the spec's kernel
     evaluated on e₁ and t·e₁ + √(1 − t²)·e₂, in float64)."""
 
