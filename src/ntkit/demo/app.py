@@ -10,6 +10,7 @@ Routes
                            ``{"errors": [{"param", "message"}]}`` for bad ones, else streams ``text/event-stream``
                            messages ``data: {json}`` of types init, frame, done, stopped and error
 ``POST /api/stop``         ``{"client": id}``: stops that client's run
+``POST /api/learning-curve``  the learning-curve panel (:mod:`ntkit.demo.learning_curve`)
 ``POST /api/limits``       the same parameters as a run: 200 with the largest stable learning rate, the parameter
                            count and the work (parameters × steps) against the cap, or 422 for bad parameters
 
@@ -42,6 +43,7 @@ from ntkit.demo.experiment import (
     Experiment,
     stable_learning_rate,
 )
+from ntkit.demo.learning_curve import learning_curve_route
 from ntkit.demo.params import DEFAULT_WORK_CAP, SPEC, TASK_SHAPES, ParamError, n_parameters, parse_params, work
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -248,6 +250,7 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
         Route("/api/run", run, methods=["POST"]),
         Route("/api/stop", stop, methods=["POST"]),
         Route("/api/limits", limits, methods=["POST"]),
+        learning_curve_route(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)
