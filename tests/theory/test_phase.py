@@ -101,10 +101,11 @@ def test_deep_tanh_trains_near_criticality_and_not_deep_in_the_ordered_phase():
         opt = torch.optim.SGD(model.parameters(), lr=0.5 * max_learning_rate(kernel))
         for _ in range(steps):
             opt.zero_grad()
-            loss = ((model(x) - y) ** 2).mean()
+            loss = 0.5 * ((model(x) - y) ** 2).mean()  # (1/2N)‖f − y‖², max_learning_rate's loss
             loss.backward()
             opt.step()
-        losses[w2] = loss.item()
+        with torch.no_grad():
+            losses[w2] = float(((model(x) - y) ** 2).mean())
     assert losses[0.4] > 0.9 * constant_loss
     assert losses[1.0] < 0.1 * constant_loss
 

@@ -176,7 +176,7 @@ def _train_loss(x, y, depth, width, w2, b2, activation, steps, seed) -> tuple[fl
     loss = torch.tensor(math.nan)
     for _ in range(steps):
         opt.zero_grad()
-        loss = ((model(x) - y) ** 2).mean()
+        loss = 0.5 * ((model(x) - y) ** 2).mean()  # (1/2N)‖f − y‖², max_learning_rate's loss
         if not bool(torch.isfinite(loss)):
             return math.inf, lr
         loss.backward()

@@ -30,8 +30,8 @@
     ];
     const layout = {
       margin: { l: 60, r: 10, t: 10, b: 45 }, height: 320,
-      xaxis: { type: "log", title: "training points n" },
-      yaxis: { type: "log", title: "test MSE" },
+      xaxis: { type: "log", title: { text: "training points n" } },
+      yaxis: { type: "log", title: { text: "test MSE" } },
       legend: { x: 0.02, y: 0.02 },
     };
     Plotly.newPlot(plot, traces, layout, { displayModeBar: false, responsive: true });
