@@ -175,6 +175,12 @@ def _theory_phase(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and weights")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--out", default="results/theory", help="folder for the plot and table")
+
+
 def _add_theory(sub) -> None:
     theory = sub.add_parser("theory", help="what the kernel predicts without training: learning curves, phase diagram")
     tsub = theory.add_subparsers(dest="theory_command", required=True)
@@ -187,9 +193,7 @@ def _add_theory(sub) -> None:
     lc.add_argument("--ns", type=_widths, default=(10, 30, 100, 300, 1000), help="training-set sizes")
     lc.add_argument("--draws", type=_positive("--draws"), default=20, help="training sets per n")
     lc.add_argument("--depth", type=_positive("--depth"), default=1, help="hidden layers of the ReLU MLP")
-    lc.add_argument("--seed", type=int, default=0)
-    lc.add_argument("--no-progress", action="store_true", help="no progress bar")
-    lc.add_argument("--out", default="results/theory", help="folder for the plot and table")
+    _run_options(lc)
     lc.set_defaults(run=_theory_learning_curve)
     ph = tsub.add_parser("phase", help="deep MLPs trained over (σ_w², depth) against 6ξ; plot + CSV")
     ph.add_argument("--activation", choices=("tanh", "relu", "erf"), default="tanh")
@@ -199,9 +203,7 @@ def _add_theory(sub) -> None:
     ph.add_argument("--b2", type=float, default=0.05, help="σ_b² (> 0)")
     ph.add_argument("--width", type=_positive("--width"), default=64, help="hidden width")
     ph.add_argument("--steps", type=_positive("--steps"), default=100, help="gradient-descent steps per network")
-    ph.add_argument("--seed", type=int, default=0)
-    ph.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ph.add_argument("--out", default="results/theory", help="folder for the plot and table")
+    _run_options(ph)
     ph.set_defaults(run=_theory_phase)
 
 
