@@ -3,55 +3,105 @@
 from __future__ import annotations
 
 import argparse
-import csv
+import math
 import sys
-from pathlib import Path
 
 
-def _widths(text: str) -> tuple[int, ...]:
+def _positive_ints(option: str):
+    """An argparse type: comma-separated positive integers, with messages that name ``option``."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be comma-separated positive integers; got {text!r}"
+            ) from None
+        if any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{option} must be positive; got {text!r}")
+        return values
+
+    return parse
+
+
+_widths = _positive_ints("--widths")
+
+
+def _number(option: str, low: float, high: float = math.inf, low_included: bool = False):
+    """An argparse type: one finite number in (low, high] (or [low, high] when ``low_included``)."""
+    interval = (
+        f"{'[' if low_included else '('}{low:g}, {high:g}]"
+        if high < math.inf
+        else f"{'≥' if low_included else '>'} {low:g}"
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = (low <= value if low_included else low < value) and value <= high
+        if not math.isfinite(value) or not inside:
+            raise argparse.ArgumentTypeError(f"{option} must be a finite number {interval}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative(option: str):
+    """An argparse type: one integer ≥ 0."""
+    return _integer(option, 0, "an integer ≥ 0")
+
+
+def _refuse(command: str, exc: Exception) -> int:
+    print(f"ntkit {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fits):
+    """Check the memory and --out (in milliseconds, before any work), then start the run folder; None if refused."""
+    from ntkit._runs import RunFolder, check_writable
+
     try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--widths must be comma-separated positive integers; got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"--widths must be positive; got {text!r}")
-    return widths
+        check_fits()
+        check_writable(args.out, "--out")
+        return RunFolder(args.out, command, config, args.argv, "--out").start()
+    except (ValueError, MemoryError) as exc:
+        _refuse(command, exc)
+        return None
 
 
 def _example(args: argparse.Namespace) -> int:
     from ntkit.examples import width_convergence as ex
 
+    config = {"widths": args.widths, "seeds": args.seeds, "seed": args.seed}
+    folder = _start_folder("example", args, config, lambda: ex.check_fits(args.widths, "--widths"))
+    if folder is None:
+        return 2
     print("Empirical NTK of f(x) = a·relu(Wx + b)/√m at initialisation; kernel regression on sin(3x), 40 points")
     print(f"widths {', '.join(map(str, args.widths))}; means over {args.seeds} seeds")
-    results = ex.run(widths=args.widths, seeds=args.seeds, seed=args.seed)
+    results = ex.run(widths=args.widths, seeds=args.seeds, seed=args.seed, progress=True, folder=folder)
     print(ex.format_table(results))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "width_convergence.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(ex.records(results)[0]))
-        writer.writeheader()
-        writer.writerows(ex.records(results))
-    path = ex.plot(results, out / "width_convergence.png", seed=args.seed)
-    print(f"plot: {path.resolve()}")
+    paths = ex.save(results, folder, seed=args.seed)
+    print(f"plot: {paths['plot'].resolve()}")
     return 0
 
 
 def _dynamics(args: argparse.Namespace) -> int:
     from ntkit.examples import linearized_dynamics as ld
 
+    config = {"architectures": args.architectures, "widths": args.widths, "seeds": args.seeds, "times": args.times}
+    folder = _start_folder("dynamics", args, config, lambda: ld.check_fits(args.architectures, args.widths, "--widths"))
+    if folder is None:
+        return 2
     print("Trained networks against the closed-form prediction from their own initial NTK (Lee et al. 2019)")
     print(f"{', '.join(args.architectures)}; widths {', '.join(map(str, args.widths))}; {args.seeds} seeds; "
           f"times {', '.join(map(str, args.times))} steps")  # fmt: skip
-    runs = ld.run(architectures=args.architectures, widths=args.widths, seeds=args.seeds, times=args.times)
+    runs = ld.run(architectures=args.architectures, widths=args.widths, seeds=args.seeds, times=args.times,
+                  folder=folder)  # fmt: skip
     print(ld.format_table(ld.summary(runs)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = ld.records(runs)
-    with open(out / "linearized_dynamics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"plot: {ld.plot(runs, out / 'linearized_dynamics.png').resolve()}")
+    paths = ld.save(runs, folder)
+    print(f"plot: {paths['plot'].resolve()}")
     return 0
 
 
@@ -95,30 +145,42 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 
 def _positive(option: str):
+    return _integer(option, 1, "a positive integer")
+
+
+def _integer(option: str, minimum: int, expected: str):
+    """An argparse type: one integer ≥ ``minimum``; the message says ``option`` must be ``expected``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer; got {text!r}")
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{option} must be {expected}; got {text!r}")
         return value
 
     return parse
 
 
 def _regimes(args: argparse.Namespace) -> int:
-    from ntkit.regimes.experiment import run_regimes
+    from ntkit._runs import check_writable
+    from ntkit.examples.regimes_sweep import check_fits, run_regimes
 
-    out = Path(args.out or f"results/regimes/{args.task}")
+    args.out = args.out or f"results/regimes/{args.task}"
+    try:
+        check_fits(args.task, args.widths, args.depth, "--widths")
+        check_writable(args.out, "--out")
+    except (ValueError, MemoryError) as exc:
+        return _refuse("regimes", exc)
     print(
         f"ntkit regimes: task {args.task}, widths {', '.join(map(str, args.widths))}, parameterizations "
         f"{', '.join(args.parameterizations)}, α {', '.join(f'{a:g}' for a in args.alphas)}, {args.seeds} seed(s)"
     )
     result = run_regimes(task=args.task, widths=args.widths, parameterizations=args.parameterizations,
-                         alphas=args.alphas, seeds=args.seeds, out=out, steps=args.steps, depth=args.depth,
+                         alphas=args.alphas, seeds=args.seeds, out=args.out, steps=args.steps, depth=args.depth,
                          lr_fraction=args.lr_fraction, jacot=not args.no_jacot, threads=args.threads,
-                         b_std=args.b_std)  # fmt: skip
+                         b_std=args.b_std, argv=args.argv, out_option="--out")  # fmt: skip
     for (p, a), slope in result["slopes"].items():
         print(f"  kernel change ∝ width^{slope:+.2f}  ({p}, α={a:g})")
     print(f"report: {result['paths']['summary'].resolve()}")
@@ -140,6 +202,8 @@ def _floats(option: str, positive: bool = False):
 
 
 def _theory_learning_curve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ntkit.examples import theory_study as ts
 
     out = Path(args.out)
@@ -160,6 +224,8 @@ def _theory_learning_curve(args: argparse.Namespace) -> int:
 
 
 def _theory_phase(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ntkit.examples import theory_study as ts
 
     out = Path(args.out)
@@ -186,11 +252,16 @@ def _add_theory(sub) -> None:
     tsub = theory.add_subparsers(dest="theory_command", required=True)
     lc = tsub.add_parser("learning-curve", help="predicted vs measured NTK regression on the sphere; plot + CSV")
     lc.add_argument("--dim", type=_positive("--dim"), default=5, help="inputs on S^(dim-1) in R^dim (default 5)")
-    lc.add_argument("--degrees", type=_widths, default=(1, 2, 3), help="spherical-harmonic degrees of the target")
+    lc.add_argument(
+        "--degrees",
+        type=_positive_ints("--degrees"),
+        default=(1, 2, 3),
+        help="spherical-harmonic degrees of the target",
+    )
     lc.add_argument("--powers", type=_floats("--powers"), default=(1.0, 0.5, 0.25), help="target power per degree")
     lc.add_argument("--noise", type=float, default=0.01, help="label noise variance ε²")
     lc.add_argument("--ridges", type=_floats("--ridges"), default=(0.0, 1e-3, 1e-2), help="ridges δ")
-    lc.add_argument("--ns", type=_widths, default=(10, 30, 100, 300, 1000), help="training-set sizes")
+    lc.add_argument("--ns", type=_positive_ints("--ns"), default=(10, 30, 100, 300, 1000), help="training-set sizes")
     lc.add_argument("--draws", type=_positive("--draws"), default=20, help="training sets per n")
     lc.add_argument("--depth", type=_positive("--depth"), default=1, help="hidden layers of the ReLU MLP")
     _run_options(lc)
@@ -199,7 +270,9 @@ def _add_theory(sub) -> None:
     ph.add_argument("--activation", choices=("tanh", "relu", "erf"), default="tanh")
     ph.add_argument("--w2", type=_floats("--w2", positive=True), default=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
                     help="σ_w² values")  # fmt: skip
-    ph.add_argument("--depths", type=_widths, default=(10, 20, 40, 80), help="depths (hidden layers)")
+    ph.add_argument(
+        "--depths", type=_positive_ints("--depths"), default=(10, 20, 40, 80), help="depths (hidden layers)"
+    )
     ph.add_argument("--b2", type=float, default=0.05, help="σ_b² (> 0)")
     ph.add_argument("--width", type=_positive("--width"), default=64, help="hidden width")
     ph.add_argument("--steps", type=_positive("--steps"), default=100, help="gradient-descent steps per network")
@@ -212,8 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     example = sub.add_parser("example", help="the worked example: NTK regression at growing width")
     example.add_argument("--widths", type=_widths, default=(64, 256, 1024, 4096), help="comma-separated widths")
-    example.add_argument("--seeds", type=int, default=10, help="initialisations to average over")
-    example.add_argument("--seed", type=int, default=0, help="first seed")
+    example.add_argument("--seeds", type=_positive("--seeds"), default=10, help="initialisations to average over")
+    example.add_argument("--seed", type=_non_negative("--seed"), default=0, help="first seed")
     example.add_argument("--out", default="results/example", help="folder for the plot and table")
     example.set_defaults(run=_example)
     dynamics = sub.add_parser("dynamics", help="trained networks against their closed-form NTK dynamics by width")
@@ -221,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated: mlp, cnn")  # fmt: skip
     dynamics.add_argument("--widths", type=_widths, default=(64, 256, 1024, 4096), help="comma-separated widths")
     dynamics.add_argument("--seeds", type=_positive("--seeds"), default=2, help="initialisations per width")
-    dynamics.add_argument("--times", type=_widths, default=(10, 30, 100), help="steps at which to compare")
+    dynamics.add_argument("--times", type=_positive_ints("--times"), default=(10, 30, 100),
+                          help="steps at which to compare")  # fmt: skip
     dynamics.add_argument("--out", default="results/dynamics", help="folder for the plot and table")
     dynamics.set_defaults(run=_dynamics)
     demo = sub.add_parser("demo", help="the interactive page: a network trains beside its NTK prediction")
@@ -230,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
     demo.set_defaults(run=_demo)
 
+    from ntkit.data.tasks import TASKS
     from ntkit.regimes.parameterization import PARAMETERIZATIONS
-    from ntkit.regimes.tasks import TASKS
 
     regimes = sub.add_parser("regimes", help="lazy training against feature learning across widths and "
                              "parameterizations; writes a report folder")  # fmt: skip
@@ -254,11 +328,16 @@ def build_parser() -> argparse.ArgumentParser:
     regimes.add_argument("--depth", type=_positive("--depth"), default=1, help="hidden layers")
     regimes.add_argument(
         "--lr-fraction",
-        type=float,
+        type=_number("--lr-fraction", 0.0, 1.0),
         default=0.5,
         help="learning rate as a fraction of the infinite-width NTK's largest stable rate",
     )
-    regimes.add_argument("--b-std", type=float, default=None, help="bias scale (default: 1, digits 0.1)")
+    regimes.add_argument(
+        "--b-std",
+        type=_number("--b-std", 0.0, low_included=True),
+        default=None,
+        help="bias scale (default: 1, digits 0.1)",
+    )
     regimes.add_argument("--threads", type=_positive("--threads"), default=1, help="torch threads")
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")
@@ -268,8 +347,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    args.argv = argv
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

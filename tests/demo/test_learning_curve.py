@@ -34,13 +34,13 @@ def test_the_curve_is_the_theory_applied_to_the_pool_spectrum():
     # the same computation written out from ntkit.theory: the panel adds nothing of its own to the prediction
     import torch
 
+    from ntkit.data.tasks import sample_interactive
     from ntkit.demo.experiment import B_STD, W_STD
-    from ntkit.demo.learning_curve import _sample
     from ntkit.regimes import mlp_spec
 
     result = compute(depth=1, activation="erf", task="circles", seed=3)
     g = torch.Generator().manual_seed(3)
-    x, y = _sample("circles", POOL, g)
+    x, y = sample_interactive("circles", POOL, g)
     s = spectrum(mlp_spec(8, 1, 1, "erf", W_STD, B_STD), x)
     v = s.coefficients(y).numpy()
     noise = max(0.0, float((y**2).mean()) - float(np.sum(v**2)))

@@ -98,7 +98,6 @@ def test_lazy_parameters_are_grouped_without_the_frozen_copy():
     ("kwargs", "message"),
     [
         ({"width": 0}, r"width must be a positive int; got 0"),
-        ({"width": 8.5}, r"width must be a positive int; got 8.5"),
         ({"depth": 0}, r"depth must be a positive int; got 0"),
         ({"activation": "softplus"}, r"activation must be one of \('relu', 'erf', 'gelu', 'tanh'\); got 'softplus'"),
         ({"parameterization": "meanfield"}, r"parameterization must be one of .*; got 'meanfield'"),
@@ -108,6 +107,11 @@ def test_bad_builder_arguments(kwargs, message):
     args = {"in_features": 3, "width": 8, "out_features": 1, **kwargs}
     with pytest.raises(ValueError, match=message):
         regimes.mlp(**args)
+
+
+def test_a_width_of_the_wrong_type():
+    with pytest.raises(TypeError, match=r"width must be a positive int; got 8.5 \(float\)"):
+        regimes.mlp(in_features=3, width=8.5, out_features=1)
 
 
 @pytest.mark.parametrize("lr", [0, -0.1, float("nan")])

@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ntkit.data import two_circles, two_spirals
+from ntkit.data.tasks import sample_interactive
 from ntkit.demo.experiment import B_STD, W_STD
 from ntkit.demo.params import SPEC, TASK_SHAPES
 from ntkit.demo.params import _check_one as check_param
@@ -35,20 +35,6 @@ from ntkit.theory import learning_curve, spectrum
 #: Pool for the spectrum, test points, training-set sizes measured, draws per size, ridge added to the Gram matrix.
 POOL, N_TEST, MEASURED_N, DRAWS, RIDGE = 400, 300, (5, 10, 20, 40, 80, 160), 8, 1e-3
 PARAMS = ("depth", "activation", "task", "seed")
-
-
-def _sample(task: str, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """n points from the task's distribution (the generators and settings of ``ntkit.demo.tasks``)."""
-    if task == "sin":
-        x = 2 * torch.rand(n, 1, generator=generator, dtype=torch.float64) - 1
-        return x, torch.sin(3 * x[:, 0])
-    half = (n + 1) // 2
-    if task == "spirals":
-        x, y = two_spirals(half, turns=1.0, noise=0.03, r_min=0.15, seed=generator)
-    else:
-        x, y = two_circles(half, noise=0.05, seed=generator)
-    order = torch.randperm(len(x), generator=generator)[:n]
-    return x[order], y[order, 0]
 
 
 def check(raw: Any) -> dict:
@@ -81,7 +67,7 @@ def compute(depth: int = 1, activation: str = "relu", task: str = "sin", seed: i
     Returns plain lists (JSON-ready)."""
     arch = mlp_spec(1024, TASK_SHAPES[task][1], depth, activation, W_STD, B_STD)
     g = torch.Generator().manual_seed(seed)
-    x_pool, y_pool = _sample(task, POOL, g)
+    x_pool, y_pool = sample_interactive(task, POOL, g)
     s = spectrum(arch, x_pool)
     coeffs = s.coefficients(y_pool).numpy()
     eigenvalues = s.eigenvalues.numpy()
@@ -89,12 +75,12 @@ def compute(depth: int = 1, activation: str = "relu", task: str = "sin", seed: i
     unexplained = max(0.0, float((y_pool**2).mean()) - float(np.sum(coeffs**2)))
     n_grid = np.unique(np.geomspace(2, max(MEASURED_N) * 1.5, 40).round()).astype(int)
     curve = learning_curve(eigenvalues, coeffs, n_grid, ridge=RIDGE, noise=unexplained)
-    x_test, y_test = _sample(task, N_TEST, g)
+    x_test, y_test = sample_interactive(task, N_TEST, g)
     measured = []
     for n in MEASURED_N:
         errors = []
         for _ in range(DRAWS):
-            x, y = _sample(task, n, g)
+            x, y = sample_interactive(task, n, g)
             k = arch.kernel(x).ntk
             alpha = torch.linalg.solve(k + RIDGE * torch.eye(n, dtype=k.dtype), y)
             errors.append(float(((arch.kernel(x_test, x).ntk @ alpha - y_test) ** 2).mean()))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
 
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
@@ -218,6 +218,15 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations
     return (out, counted[0] // x.shape[0]) if count_activations else out
 
 
+def fixed_values(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` by name, detached: the values ``functional_call`` holds fixed.
+
+    Detached so that differentiating with respect to some parameters never records a graph back to the model's
+    own (``requires_grad=True``) tensors; a kernel built from them is then a plain tensor.
+    """
+    return {name: value.detach() for name, value in (*model.named_parameters(), *model.named_buffers())}
+
+
 def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
     """``torch.func.vmap(fn, in_dims)``, or the same map as a Python loop when vmap cannot batch ``fn``.
 
@@ -232,10 +241,16 @@ def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
             return batched(*args)
         except RuntimeError:
             dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
-            size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
-            results = [
-                fn(*(a if d is None else a.select(d, k) for a, d in zip(args, dims, strict=True))) for k in range(size)
-            ]
+            # an argument may be a tensor or a tuple/list/dict of tensors (a pytree), all mapped over axis d
+            size = next(tree_leaves(a)[0].shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+
+            def nth(k: int):
+                return (
+                    a if d is None else tree_map(lambda t, d=d: t.select(d, k), a)
+                    for a, d in zip(args, dims, strict=True)
+                )
+
+            results = [fn(*nth(k)) for k in range(size)]
             return tree_map(lambda *parts: torch.stack(parts), *results)
 
     return mapped
@@ -287,7 +302,8 @@ def assemble(
     """Fill the (N1, N2, ...) kernel block by block with ``pair_block(rows, cols)``.
 
     When x2 was omitted only blocks on and above the diagonal are computed; the others are mirrored, and the
-    diagonal blocks are symmetrised so that the result is exactly symmetric.
+    diagonal blocks are symmetrised so that the result is exactly symmetric. Each block is detached as it is
+    stored, so the kernel is a plain tensor (no ``grad_fn``) and no block keeps an autograd graph alive.
     """
     n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
     out = torch.empty(
@@ -298,7 +314,7 @@ def assemble(
     rows, cols = block_slices(n1, block_size), block_slices(n2, block_size)
     pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (problem.symmetric and j < i)]
     for i, j in _progress(pairs, progress):
-        block = pair_block(rows[i], cols[j])
+        block = pair_block(rows[i], cols[j]).detach()
         if problem.symmetric and i == j:
             block = 0.5 * (block + mirror(block, problem.output))
         out[rows[i], cols[j]] = block

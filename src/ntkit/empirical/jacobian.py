@@ -22,6 +22,7 @@ from ntkit.empirical._common import (
     assemble,
     block_size_for,
     contract,
+    fixed_values,
     vmap_or_loop,
 )
 
@@ -29,10 +30,11 @@ from ntkit.empirical._common import (
 def per_example_jacobians(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     """Jacobian rows of each example with respect to ``params`` only, one (B, O, numel) tensor per parameter.
 
-    Every other parameter and buffer of ``model`` is held fixed at its current value. Examples are treated one at
+    Every other parameter and buffer of ``model`` is held fixed at its current value (detached, so that no
+    autograd graph reaches the model's own parameters and the rows come back plain). Examples are treated one at
     a time (vmap over single-example calls), so the model sees batches of one.
     """
-    fixed = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    fixed = fixed_values(model)
     names = list(params)
 
     def single_example_output(flat_params: tuple[torch.Tensor, ...], example: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ from torch import nn
 
 from ntkit.empirical._common import Problem, check_request
 from ntkit.empirical.jacobian import ntk_jacobian_contraction
-from ntkit.empirical.products import ntk_ntk_vector_products
+from ntkit.empirical.products import check_forward_mode, forward_mode_blocker, ntk_ntk_vector_products
 from ntkit.empirical.structured import (
     StructuredPlan,
     choose_strategies,
@@ -47,7 +47,8 @@ def empirical_ntk(
         ``"jacobian_contraction"`` (per-example Jacobians, contracted per parameter tensor),
         ``"ntk_vector_products"`` (vjp then jvp, bounded memory), ``"structured"`` (layer-wise factored,
         Novak et al. 2022; usually fastest), or ``"auto"`` (the one with the fewest multiply-adds for these
-        shapes).
+        shapes; never ``"ntk_vector_products"`` on a model without forward-mode AD, such as attention or a float32
+        LSTM on the CPU).
     output:
         ``"mean"`` (N1, N2): trace / O, the kernel that converges to the infinite-width NTK (default);
         ``"trace"`` (N1, N2): Σ_i Θ_ii; ``"diagonal"`` (N1, N2, O): Θ_ii; ``"full"`` (N1, N2, O, O).
@@ -84,6 +85,10 @@ def empirical_ntk(
         plan = make_plan(problem)
     if method == "auto":
         method = choose_method(problem, plan)
+        if method == "ntk_vector_products" and forward_mode_blocker(problem) is not None:
+            method = "structured"  # every parameter it cannot factor falls back to Jacobian contraction
+    elif method == "ntk_vector_products":
+        check_forward_mode(problem, "method='ntk_vector_products'")
     if method == "structured":
         return ntk_structured(problem, batch_size, progress, plan)
     if method == "jacobian_contraction":

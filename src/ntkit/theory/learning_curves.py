@@ -221,8 +221,11 @@ def scaling_exponent(n, mse, n_min: float | None = None, n_max: float | None = N
     if keep.sum() < 2:
         raise ValueError(f"scaling_exponent needs at least two points with n > 0 and mse > 0 in range; got "
                          f"{int(keep.sum())}")  # fmt: skip
-    slope, intercept = np.polyfit(np.log(ns[keep]), np.log(err[keep]), 1)
-    return float(-slope), float(math.exp(intercept))
+    from ntkit.examples.common import log_log_slope  # the project's one slope fitter
+
+    slope = log_log_slope(ns[keep].tolist(), err[keep].tolist())
+    intercept = np.mean(np.log(err[keep])) - slope * np.mean(np.log(ns[keep]))
+    return -slope, float(math.exp(intercept))
 
 
 def predicted_exponent(eigenvalues, target_coeffs, index_min: int = 10, index_max: int | None = None) -> float:
