@@ -5,7 +5,7 @@ order/chaos phase diagram against trained deep networks.
   degrees plus noise (``ntkit.data.harmonic_target``), the infinite-width NTK of an MLP spec. The prediction comes
   from :func:`ntkit.theory.sphere_spectrum` and :func:`ntkit.theory.learning_curve` alone; the measurement is
   kernel ridge regression f̂ = k(x, X)(K + δI)⁻¹y averaged over independent training sets (nested subsets of one
-  draw per repetition, so each n sees an i.i.d. sample) on a shared test set.
+  draw per repetition, so each n sees an i.i.d. sample), each with a fresh test set.
 * :func:`pool_learning_curves`: the same for a real dataset, with spectrum and target coefficients estimated by
   Nyström (:func:`ntkit.theory.spectrum`) on a held-out pool and training sets drawn from the rest.
 * :func:`phase_training`: deep MLPs trained for a fixed number of steps over a (σ_w², depth) grid at fixed σ_b²,
@@ -83,12 +83,12 @@ def sphere_learning_curves(
     coeffs[list(degrees)] = np.sqrt(powers)
     f = harmonic_target(dim, degrees, powers, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
-    x_test = sphere_points(n_test, dim, g)
-    y_test = f(x_test)
     measured = {key: [] for key in ((r, n) for r in ridges for n in ns)}
     for _ in tqdm(range(draws), desc="draws", unit="draw", disable=not progress):
         x = sphere_points(ns[-1], dim, g)
         y = f(x) + math.sqrt(noise) * torch.randn(ns[-1], generator=g, dtype=torch.float64)
+        x_test = sphere_points(n_test, dim, g)  # a fresh test set per draw: its sampling error averages out too
+        y_test = f(x_test)
         errors = _krr_errors(arch.kernel(x).ntk, arch.kernel(x_test, x).ntk, y, y_test, ns, ridges)
         for key, err in errors.items():
             measured[key].append(err + noise)
