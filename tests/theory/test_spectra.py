@@ -125,3 +125,11 @@ def test_bad_inputs_are_named():
     s = spectrum(RELU_NTK, sphere_points(5, 3), n_eig=2)
     with pytest.raises(ValueError, match="y must be"):
         s.coefficients(torch.ones(4))
+
+
+def test_zero_eigenvalues_of_a_bias_free_relu_kernel_are_not_negative():
+    # the ReLU NNGP without biases has λ_ℓ = 0 for odd ℓ ≥ 3 (Bietti & Mairal 2019); quadrature gives ±1e−14 there
+    s = sphere_spectrum(nk.Sequential(nk.Linear(1), nk.ReLU(), nk.Linear(1)), 3, 9, get="nngp", quadrature=1024)
+    assert np.all(s.eigenvalues >= 0)
+    np.testing.assert_allclose(s.eigenvalues[[3, 5, 7, 9]], 0.0, atol=1024 * EPS * s.trace)
+    assert np.all(s.eigenvalues[[0, 1, 2, 4, 6, 8]] > 1e3 * 1024 * EPS * s.trace)

@@ -219,7 +219,10 @@ def angular_spectrum(fn: Callable[[np.ndarray], np.ndarray], dim: int, max_degre
     kernel with an algebraic singularity at t = ±1 (the ReLU kernels' (1 − t)^{1/2}) converges like a power of the
     number of nodes; 4096 nodes leave errors near 1e−12·k(1) for the ReLU NTK (checked in tests/theory).
 
-    ``fn`` maps a float64 numpy array of t in [−1, 1] to k(t). See the module docstring for the formula's sources.
+    ``fn`` maps a float64 numpy array of t in [−1, 1] to k(t). Negative values within the rounding of the sum,
+    quadrature·ε·max|k|, are set to 0 (exact zeros such as a bias-free ReLU kernel's odd degrees ≥ 3 come out as
+    ±1e−14); larger negatives are kept (fn is then not a positive semi-definite kernel). See the module docstring
+    for the formula's sources.
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 2:
         raise ValueError(f"dim must be an int ≥ 2 (the sphere S^(dim−1) lives in R^dim); got {dim!r}")
@@ -232,6 +235,10 @@ def angular_spectrum(fn: Callable[[np.ndarray], np.ndarray], dim: int, max_degre
         raise ValueError("the angular function must return one finite value per node t in [−1, 1]")
     norm = math.exp(math.lgamma(dim / 2) - math.lgamma((dim - 1) / 2)) / math.sqrt(math.pi)
     eigenvalues = norm * (legendre_values(dim, max_degree, nodes) @ (weights * values))
+    # rounding: a sum of `order` terms of size ≤ max|k|·weight (weights normalised to 1) is exact to order·ε·max|k|;
+    # negatives within that are zeros (e.g. the odd degrees ≥ 3 of a bias-free ReLU kernel), not a sign of non-PSD
+    rounding = order * np.finfo(np.float64).eps * float(np.abs(values).max())
+    eigenvalues = np.where((eigenvalues < 0) & (eigenvalues >= -rounding), 0.0, eigenvalues)
     multiplicities = np.array([harmonic_multiplicity(dim, ell) for ell in range(max_degree + 1)], dtype=np.int64)
     trace = float(np.asarray(fn(np.ones(1)), dtype=np.float64).reshape(-1)[0])
     tail = trace - float(np.sum(multiplicities * eigenvalues))
