@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from ntkit import _runs as runs
 from ntkit._runs import FAULT_ENV, RunFolder, RunFolderError, atomic_write, check_writable, read_run
 
 
@@ -39,10 +40,15 @@ def test_cells_are_reused_and_results_read_back_through_json(tmp_path):
     assert first["x"] == again["x"] == 0.1 + 0.2 and again["nan"] != again["nan"]
 
 
-def test_cells_depend_on_their_settings(tmp_path):
+def test_cells_depend_on_their_settings_and_on_the_code(tmp_path, monkeypatch):
     folder = RunFolder(tmp_path, "square", {}).start()
     folder.cells([[1]], {"steps": 5}, lambda key: {"y": 5}, progress=False)
     assert folder.cells([[1]], {"steps": 6}, lambda key: {"y": 6}, progress=False) == [{"y": 6}]
+    folder.close()
+    monkeypatch.setattr(runs, "code_digest", lambda: "edited sources")
+    edited = RunFolder(tmp_path, "square", {}).start()
+    assert edited.fingerprint != folder.fingerprint
+    assert edited.cells([[1]], {"steps": 5}, lambda key: {"y": 7}, progress=False) == [{"y": 7}]
 
 
 @pytest.mark.parametrize("damage", ["missing", "edited", "running", "no manifest"])
@@ -85,3 +91,13 @@ def test_unwritable_folder_is_refused(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match=r"--out '.*file/sub' cannot be written"):
         check_writable(tmp_path / "file" / "sub", "--out")
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path):
+    first = RunFolder(tmp_path, "square", {"n": 3}).start()
+    with pytest.raises(
+        RunFolderError, match=rf"out '{tmp_path}' is being written by another run \(pid {os.getpid()}\)"
+    ):
+        RunFolder(tmp_path, "square", {"n": 4}).start()
+    first.close()
+    RunFolder(tmp_path, "square", {"n": 4}).start().close()  # free again

@@ -2,15 +2,18 @@
 
 A command that computes many independent cells (seeds, widths, parameterizations) writes one folder::
 
-    out/manifest.json      command, argv, ntkit version, configuration, fingerprint, status, outputs and their SHA-256
-    out/cells/<hash>.json  one finished cell: its key and result, named by the hash of the command, the version, the
-                           settings the cell depends on and its key
+    out/manifest.json      command, argv, ntkit version and source digest, configuration, fingerprint, status,
+                           outputs and their SHA-256
+    out/cells/<hash>.json  one finished cell: its key and result, named by the hash of the command, the version and
+                           source digest (:func:`code_digest`), the settings the cell depends on and its key
     out/<outputs>          tables, plots, summary: written only after every cell is done
 
 Every file is written under a temporary name in the same folder and renamed over its target (``os.replace`` is
 atomic on POSIX), so a reader sees the old file or the new one, never half of one. The manifest says "running" from
 the moment a run starts until every output is written; only then does it say "complete" and list each output's
-SHA-256 (outputs are listed as they are written, so a killed run's folder says which files are its own).
+SHA-256 (outputs are listed as they are written, so a killed run's folder says which files are its own). A run
+holds an exclusive lock on ``out/.lock`` (``flock``, dropped by the kernel when the process dies, even by SIGKILL),
+so a second run into the same folder is refused while the first one writes.
 :func:`read_run` refuses a folder that is not complete, or whose files differ from what its manifest lists
 (a newer run killed half way, a table edited by hand), and flags the files that no run of the folder wrote.
 
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
+import functools
 import hashlib
 import io
 import json
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+LOCK = ".lock"
 CELLS = "cells"
 FORMAT = 1
 FAULT_ENV = "NTKIT_FAULT"
@@ -143,6 +149,17 @@ def training_bytes(n_params: int, n_activations: int, parameter_copies: int = 4)
     return BYTES_PER_NUMBER * (parameter_copies * n_params + 4 * n_activations)
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of every ntkit source file (``*.py``, sorted by path): cells and manifests computed by other code,
+    even under the same version number, are never reused."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _read_manifest(out: Path) -> dict | None:
     try:
         manifest = json.loads((out / MANIFEST).read_text())
@@ -186,16 +203,19 @@ class RunFolder:
         self.out, self.command, self.option = Path(out), command, option
         self.config = json.loads(_json(config))
         self.argv = list(argv) if argv is not None else None
-        self.version = __version__
-        self.fingerprint = _digest(_json({"command": command, "version": __version__, "config": self.config}))
+        self.version, self.code = __version__, code_digest()
+        self.fingerprint = _digest(_json({"command": command, "version": self.version, "code": self.code,
+                                          "config": self.config}))  # fmt: skip
         self.outputs: dict[str, str] = {}
         self.resumed = False
         self._cells_used: set[str] = set()
         self._started = ""
+        self._lock = None
 
     def start(self) -> RunFolder:
         """Check that ``out`` can be written, replace another run's outputs, and mark this run as running."""
         check_writable(self.out, self.option)
+        self._lock_folder()
         old = _read_manifest(self.out)
         self.resumed = old is not None and old.get("fingerprint") == self.fingerprint
         if old is not None and not self.resumed:
@@ -211,8 +231,32 @@ class RunFolder:
         self._write_manifest("running")
         return self
 
+    def _lock_folder(self) -> None:
+        """Hold an exclusive lock on out/.lock while this run writes (the kernel drops it when the process dies)."""
+        self._lock = open(self.out / LOCK, "a+")  # noqa: SIM115 (held until close())
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.seek(0)
+            holder = self._lock.read().strip() or "another process"
+            self._lock.close()
+            self._lock = None
+            raise RunFolderError(f"{self.option} {str(self.out)!r} is being written by another run ({holder}); "
+                                 "wait for it to finish or choose another folder") from None  # fmt: skip
+        self._lock.seek(0)
+        self._lock.truncate()
+        self._lock.write(f"pid {os.getpid()}")
+        self._lock.flush()
+
+    def close(self) -> None:
+        """Release the folder's lock (also released when the process ends, however it ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
     def _write_manifest(self, status: str) -> None:
         manifest = {"format": FORMAT, "command": self.command, "argv": self.argv, "version": self.version,
+                    "code": self.code,
                     "config": self.config, "fingerprint": self.fingerprint, "status": status,
                     "started": self._started, "outputs": self.outputs}  # fmt: skip
         if status == "complete":
@@ -220,7 +264,8 @@ class RunFolder:
         atomic_write(self.out / MANIFEST, json.dumps(manifest, indent=1, allow_nan=True) + "\n")
 
     def _cell_path(self, key: Any, depends_on: dict) -> Path:
-        name = _digest(_json({"command": self.command, "version": self.version, "depends_on": depends_on, "key": key}))
+        name = _digest(_json({"command": self.command, "version": self.version, "code": self.code,
+                              "depends_on": depends_on, "key": key}))  # fmt: skip
         return self.out / CELLS / f"{name[:32]}.json"
 
     def load_cell(self, key: Any, depends_on: dict) -> Any | None:
@@ -235,8 +280,8 @@ class RunFolder:
 
     def save_cell(self, key: Any, depends_on: dict, result: Any) -> Any:
         """Store ``result`` (JSON-serializable) atomically; returns it as read back from JSON."""
-        text = _json({"command": self.command, "version": self.version, "depends_on": depends_on, "key": key,
-                      "result": result})  # fmt: skip
+        text = _json({"command": self.command, "version": self.version, "code": self.code, "depends_on": depends_on,
+                      "key": key, "result": result})  # fmt: skip
         path = self._cell_path(key, depends_on)
         atomic_write(path, text)
         self._cells_used.add(path.name)
@@ -296,6 +341,7 @@ class RunFolder:
                 with contextlib.suppress(OSError):
                     path.unlink()
         self._write_manifest("complete")
+        self.close()
 
 
 def read_run(out: Path | str) -> dict:
@@ -324,5 +370,5 @@ def read_run(out: Path | str) -> dict:
             raise RunFolderError(f"{out}: {name} is listed by {run} but missing")
         if _file_digest(path) != digest:
             raise RunFolderError(f"{out}: {name} was not written by {run} (its SHA-256 differs): the folder mixes runs")
-    unlisted = sorted(p.name for p in out.iterdir() if p.name not in outputs and p.name not in (MANIFEST, CELLS))
+    unlisted = sorted(p.name for p in out.iterdir() if p.name not in outputs and p.name not in (MANIFEST, CELLS, LOCK))
     return {**manifest, "unlisted": unlisted}

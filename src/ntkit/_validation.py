@@ -104,9 +104,9 @@ def finite_result(name: str, x: torch.Tensor, advice: str) -> torch.Tensor:
     return x
 
 
-def available_memory(device: torch.device) -> int:
+def available_memory(device: torch.device) -> int | None:
     """Bytes that can be allocated now: free GPU memory on CUDA, the kernel's MemAvailable (or free physical pages)
-    on the CPU."""
+    on the CPU; None when the system does not say."""
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -123,7 +123,7 @@ def available_memory(device: torch.device) -> int:
 
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
-        return 1 << 62  # unknown: do not refuse
+        return None
 
 
 class MemoryBudgetError(MemoryError):
@@ -133,7 +133,7 @@ class MemoryBudgetError(MemoryError):
 def check_memory(needed: int, device: torch.device, what: str, advice: str) -> None:
     """Refuse (MemoryBudgetError) when ``needed`` bytes exceed what ``device`` has available, saying what would fit."""
     have = available_memory(device)
-    if needed > have:
+    if have is not None and needed > have:
         raise MemoryBudgetError(
             f"{what} needs about {needed / 2**30:.2f} GiB but only {have / 2**30:.2f} GiB is available on "
             f"{torch.device(device)}; {advice}"

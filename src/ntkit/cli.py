@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 
 
@@ -65,7 +66,8 @@ def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fi
     try:
         check_fits()
         check_writable(args.out, "--out")
-        return RunFolder(args.out, command, config, args.argv, "--out").start()
+        args.folder = RunFolder(args.out, command, config, args.argv, "--out").start()
+        return args.folder
     except (ValueError, MemoryError) as exc:
         _refuse(command, exc)
         return None
@@ -113,8 +115,10 @@ def _demo(args: argparse.Namespace) -> int:
             f"ntkit demo needs the demo extras ({exc}); install them with: pip install 'ntkit[demo]'", file=sys.stderr
         )
         return 1
+    token = secrets.token_urlsafe(18) if args.token == "" else args.token
     try:
-        serve(host=args.host, port=args.port, threads=args.threads)
+        serve(host=args.host, port=args.port, threads=args.threads, token=token,
+              trusted_origins=tuple(args.trusted_origin))  # fmt: skip
     except ValueError as exc:
         print(f"ntkit demo: {exc}", file=sys.stderr)
         return 2
@@ -184,6 +188,27 @@ def _regimes(args: argparse.Namespace) -> int:
     for (p, a), slope in result["slopes"].items():
         print(f"  kernel change ∝ width^{slope:+.2f}  ({p}, α={a:g})")
     print(f"report: {result['paths']['summary'].resolve()}")
+    return 0
+
+
+def _smalldata(args: argparse.Namespace) -> int:
+    from ntkit.examples import smalldata as sd
+
+    config = {"datasets": args.datasets, "methods": args.methods, "folds": args.folds,
+              "inner_folds": args.inner_folds, "grid": args.grid, "seed": args.seed}  # fmt: skip
+    if args.folds < 2 or args.inner_folds < 2:
+        return _refuse("smalldata", ValueError(f"--folds and --inner-folds must be ≥ 2; got {args.folds}, "
+                                               f"{args.inner_folds}"))  # fmt: skip
+    folder = _start_folder("smalldata", args, config, lambda: None)
+    if folder is None:
+        return 2
+    print(f"Small-data study (Arora et al. 2020): {', '.join(args.datasets)}; {', '.join(args.methods)}; "
+          f"{args.folds} outer folds, {args.inner_folds} inner folds, {args.grid} grid, seed {args.seed}")  # fmt: skip
+    results = sd.run(args.datasets, args.methods, folds=args.folds, inner_folds=args.inner_folds, grid=args.grid,
+                     seed=args.seed, progress=not args.no_progress, folder=folder)  # fmt: skip
+    paths = sd.save(results, folder)
+    print(paths["table"].read_text(), end="")
+    print(f"table: {paths['table'].resolve()}\nplot: {paths['plot'].resolve()}")
     return 0
 
 
@@ -302,6 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    demo.add_argument("--token", nargs="?", const="", default=None, metavar="TOKEN",
+                      help="require this token (8+ characters) on every API call; without a value, generate one; "
+                      "the printed address carries it")  # fmt: skip
+    demo.add_argument("--trusted-origin", action="append", default=[], metavar="ORIGIN",
+                      help="another origin (http://name:port) whose pages may call the API; repeatable")  # fmt: skip
     demo.set_defaults(run=_demo)
 
     from ntkit.data.tasks import TASKS
@@ -342,8 +372,28 @@ def build_parser() -> argparse.ArgumentParser:
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")
     regimes.set_defaults(run=_regimes)
+
+    from ntkit.examples.smalldata import DATASETS, DEPTHS, METHODS
+
+    smalldata = sub.add_parser("smalldata", help="NTK/NNGP estimators against random forests, RBF SVMs and MLPs "
+                               "on scikit-learn's UCI data sets (Arora et al. 2020)")  # fmt: skip
+    smalldata.add_argument("--datasets", type=_names("--datasets", DATASETS), default=DATASETS,
+                           help="comma-separated: " + ", ".join(DATASETS))  # fmt: skip
+    smalldata.add_argument("--methods", type=_names("--methods", METHODS), default=METHODS,
+                           help="comma-separated: " + ", ".join(METHODS))  # fmt: skip
+    smalldata.add_argument("--folds", type=_positive("--folds"), default=4, help="outer folds (test scores)")
+    smalldata.add_argument("--inner-folds", type=_positive("--inner-folds"), default=3, help="folds of the search")
+    smalldata.add_argument("--grid", choices=tuple(DEPTHS), default="default", help="hyperparameter grid size")
+    smalldata.add_argument("--seed", type=int, default=0, help="seed of the folds, the forest and the MLP")
+    smalldata.add_argument("--no-progress", action="store_true", help="no progress bar")
+    smalldata.add_argument("--out", default="results/smalldata", help="folder for the table, CSV and plot")
+    smalldata.set_defaults(run=_smalldata)
     _add_theory(sub)
     return parser
+
+
+#: Commands that store their cells in a ``ntkit._runs.RunFolder``: Ctrl-C keeps what is done, a rerun resumes.
+RESUMABLE = ("example", "dynamics", "regimes", "smalldata")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,9 +403,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
         print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        if getattr(args, "folder", None) is not None:
+            args.folder.close()
 
 
 if __name__ == "__main__":

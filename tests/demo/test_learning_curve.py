@@ -12,7 +12,7 @@ import pytest
 from ntkit.demo.learning_curve import POOL, RIDGE, compute
 from ntkit.theory import learning_curve, spectrum
 
-from .test_browser import ARTIFACTS, browser, server  # noqa: F401  (fixtures)
+from .conftest import ARTIFACTS
 
 
 def test_api_returns_the_predicted_and_measured_curves(live_server):
@@ -67,15 +67,15 @@ def test_api_refuses_bad_parameters_by_name(live_server, body, param):
     assert any(e["param"] == param for e in errors), errors
 
 
-def test_panel_draws_the_curve_in_the_browser(browser, server):  # noqa: F811
+def test_panel_draws_the_curve_in_the_browser(browser, live_server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     problems: list[str] = []
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     remote: list[str] = []
-    page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(server.url) else None)
-    page.goto(server.url + "/")
+    page.on("request", lambda r: remote.append(r.url) if not r.url.startswith(live_server.url) else None)
+    page.goto(live_server.url + "/")
     page.wait_for_selector("#lc-run:not([disabled])")
     page.select_option("#task", "spirals")
     page.click("#lc-run")

@@ -76,6 +76,22 @@ CASES = [
 ]
 
 
+def ensemble_at(**kw):
+    return ensemble()(**{"t": 1.0, **kw})
+
+
+def gd_with_loss(loss):
+    return predict.gradient_descent(loss, kernel(), targets())
+
+
+CASES += [
+    (ensemble_at, "get", "both", ValueError),
+    (ensemble_at, "compute_cov", "yes", TypeError),
+    (ensemble_at, "t", NAN, ValueError),
+    (gd_with_loss, "loss", "mse", TypeError),
+]
+
+
 @pytest.mark.parametrize("call, argument, value, error", CASES, ids=[f"{c.__name__}-{a}={v!r}" for c, a, v, _ in CASES])
 def test_bad_hyperparameter_is_named(call, argument, value, error):
     with pytest.raises(error, match=argument):

@@ -34,7 +34,7 @@ import torch
 
 from ntkit.data.tasks import GRID_LIMIT, GRID_SIZE
 from ntkit.data.tasks import interactive_task as make_task
-from ntkit.demo.params import TASK_SHAPES, ParamError, RunParams, n_parameters
+from ntkit.demo.params import DEFAULT_FRAMES, TASK_SHAPES, ParamError, RunParams, n_parameters
 from ntkit.empirical import empirical_ntk
 from ntkit.examples.common import stable_learning_rate as _stable_rate
 from ntkit.predict import gradient_descent_mse, max_learning_rate
@@ -56,8 +56,6 @@ KERNEL_LABELS = {
     "mup": "the analytic NTK of the NTK parameterization: μP's network is that one with its output divided by √{n} "
     "and every learning rate multiplied by {n}, so its rate-weighted NTK starts exactly there; it does not stay",
 }
-#: Frames streamed per run (plus the one at t = 0).
-DEFAULT_FRAMES = 50
 
 
 def _regimes():

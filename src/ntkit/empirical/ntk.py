@@ -25,7 +25,7 @@ def empirical_ntk(
     method: str = "auto",
     output: str = "mean",
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     r"""The empirical neural tangent kernel of ``model`` between two batches of inputs.
 
@@ -56,17 +56,25 @@ def empirical_ntk(
         Examples per block. Bounds memory; the result does not depend on it. By default the largest block whose
         intermediates fit in a quarter of the device's free memory, between 1 and 8 GiB.
     progress:
-        Show a progress bar over blocks.
+        A tqdm bar over the blocks: None (default) shows it once the call has run for 2 s, True at once, False
+        never. Work that would be one block of 128 or more examples is split into 4 row blocks while a bar may
+        show, so that it has steps to count (the kernel does not depend on the blocks).
 
     Returns
     -------
-    torch.Tensor of the dtype and device of the model's parameters.
+    torch.Tensor of the dtype and device of the model's parameters: a plain tensor, never attached to an
+    autograd graph.
 
     Raises
     ------
     TypeError, ValueError
         For bad arguments: shapes that do not fit the model, mismatched dtypes or devices, NaN/Inf inputs, no
-        trainable parameters, an unknown method or output, BatchNorm or Dropout in training mode.
+        trainable parameters, an unknown method or output, BatchNorm or Dropout in training mode, a model whose
+        examples interact (its output for an example depends on the rest of the batch), or
+        ``method="ntk_vector_products"`` on a model without forward-mode AD (the message names the module).
+    ntkit._validation.MemoryBudgetError
+        Before anything large is allocated, when the result plus the working set exceeds the memory available;
+        the message says what would fit.
 
     References
     ----------

@@ -13,8 +13,6 @@ so memory is bounded by ``chunk · P`` whatever the number of examples. The oper
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
@@ -24,6 +22,7 @@ from ntkit.empirical._common import (
     block_size_for,
     check_request,
     fixed_values,
+    pair_bytes,
     vmap_or_loop,
 )
 
@@ -124,29 +123,32 @@ def _block_size(problem: Problem, n: int) -> int:
 
     Alive at once: B·O parameter-sized cotangents (O·P numbers each example) and B·O forward-mode passes over B
     examples, each holding primal and tangent activations (about 3·A numbers an example, A from the probe):
-    memory ≈ itemsize · O · (4·P·B + 3·A·B²).
+    memory ≈ itemsize · O · (4·P·B + 3·A·B²), plus the pair block itself (:func:`pair_bytes` per pair).
     """
+    linear, quadratic = _block_bytes(problem)
+    return block_size_for(linear, n, problem.memory_budget, quadratic)
+
+
+def _block_bytes(problem: Problem) -> tuple[float, float]:
+    """(bytes per example, bytes per example pair) of a block: the linear and quadratic terms above."""
     o, p, a, size = problem.n_outputs, problem.n_params, problem.activation_numel, problem.itemsize
-    quadratic, linear = 3 * o * a * size, 4 * o * p * size
-    if quadratic == 0:
-        return block_size_for(linear, n, problem.memory_budget)
-    budget = problem.memory_budget
-    root = (-linear + math.sqrt(linear * linear + 4 * quadratic * budget)) / (2 * quadratic)
-    return int(max(1, min(n, math.floor(root))))
+    return 4 * o * p * size, 3 * o * a * size + pair_bytes(problem)
 
 
-def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
+def ntk_ntk_vector_products(problem: Problem, batch_size: int | None, progress: bool | None = None) -> torch.Tensor:
     """The empirical NTK of ``problem`` from vjp/jvp pairs, block by block."""
     f, theta = _batch_function(problem)
     n = max(problem.x1.shape[0], problem.x2.shape[0])
     block = batch_size or _block_size(problem, n)
+    linear, quadratic = _block_bytes(problem)
+    held = linear * block + (quadratic - pair_bytes(problem)) * block * block  # assemble adds the pair block
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:
         return _columns_to_output(
             _kernel_columns(problem, f, theta, problem.x1[rows], problem.x2[cols]), problem.output
         )
 
-    return assemble(problem, block, pair_block, progress)
+    return assemble(problem, block, pair_block, progress, block_bytes=held)
 
 
 def ntk_vector_product(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -209,6 +209,7 @@ def run_regimes(task: str = "sin", widths: Sequence[int] = DEFAULT_WIDTHS,
     try:
         return _run(folder, progress)
     finally:
+        folder.close()
         torch.set_num_threads(saved_threads)
 
 
@@ -292,10 +293,8 @@ def _run(folder: RunFolder, progress: bool) -> dict:
         report.plot_kernel_change(rows, slopes, tmp)
     with folder.output("function_vs_ntk.png") as tmp:
         report.plot_function_vs_ntk(data, curves, widths, tmp)
-    paths["kernel_change"], paths["function_vs_ntk"] = (
-        folder.out / "kernel_change.png",
-        folder.out / "function_vs_ntk.png",
-    )
+    paths["kernel_change"] = folder.out / "kernel_change.png"
+    paths["function_vs_ntk"] = folder.out / "function_vs_ntk.png"
     if c["jacot"]:
         with folder.output("jacot_figure1.png") as tmp:
             jacot_numbers = report.jacot_plot([k[1] for k in jacot_keys], jacot_runs, tmp)

@@ -11,8 +11,10 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+import torch.autograd.forward_ad as fwAD
 from torch import nn
 
+from ntkit._validation import real_number
 from ntkit.infinite.kernel import Kernel, pair_variances, set_self_pairs, spatial_diagonal
 from ntkit.infinite.layers import Layer
 from ntkit.modules import Elementwise as ElementwiseModule
@@ -36,6 +38,8 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
     exact limit: the unit is identically 0, so K' = 0, and the cosine is set to 0 so that K̇ stays finite (the NTK
     through that unit is 0·K̇ = 0, as in the finite network).
     """
+    if _differentiated(cov11, cov12, cov22):
+        return _relu_kernels_differentiable(cov11, cov12, cov22)
     norm = torch.mul(cov11, cov22).sqrt_()
     cos = _safe_cosine(cov12, norm)
     pi_minus_theta = torch.arccos(cos).neg_().add_(math.pi)
@@ -79,6 +83,34 @@ def _in_float64(kernels):
 def _determinant(cov11, cov12, cov22) -> torch.Tensor:
     """Σ11Σ22 − Σ12² ≥ 0, clipped at 0 to undo rounding (it is exactly 0 on self-pairs)."""
     return (cov11 * cov22 - cov12 * cov12).clamp_(min=0.0)
+
+
+def _differentiated(*tensors: torch.Tensor) -> bool:
+    """True when autograd records these tensors (reverse mode) or they carry forward-mode tangents."""
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return True
+    return any(fwAD.unpack_dual(t).tangent is not None for t in tensors)
+
+
+def _relu_kernels_differentiable(cov11, cov12, cov22) -> KernelPair:
+    """:func:`relu_kernels` without in-place steps, for autograd (kernel hyperparameters that require grad).
+
+    arccos has an infinite slope at cos θ = ±1 although both kernels are smooth there in the covariances
+    (K₁ = √(Σ11Σ22)/2 and K₀ = 1/2 at cos θ = 1, both 0 at cos θ = −1), so those entries take their exact
+    limits and the formula sees a harmless cos θ = 0 in their place: no NaN gradient on the diagonal. The cosine
+    is the same snapped one as in :func:`relu_kernels`, so both give the same values.
+    """
+    norm = torch.sqrt(cov11 * cov22)
+    cos = _safe_cosine(cov12, norm)
+    edge = cos.abs() >= 1.0
+    safe = torch.where(edge, torch.zeros_like(cos), cos)
+    theta = torch.arccos(safe)
+    k1 = norm / (2 * math.pi) * (torch.sqrt(1 - safe**2) + (math.pi - theta) * safe)
+    k0 = (math.pi - theta) / (2 * math.pi)
+    upper = cos >= 1.0
+    k1 = torch.where(edge, torch.where(upper, norm / 2, torch.zeros_like(norm)), k1)
+    k0 = torch.where(edge, torch.where(upper, torch.full_like(k0, 0.5), torch.zeros_like(k0)), k0)
+    return k1, k0
 
 
 def leaky_relu_kernels(cov11, cov12, cov22, negative_slope: float) -> KernelPair:
@@ -433,3 +465,424 @@ class Tanh(Elementwise):
 
     def __repr__(self) -> str:
         return "Tanh()"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# More activations (issue 13): the closed forms of neural-tangents' stax.elementwise, and SiLU/Softplus/ELU by
+# quadrature. Every kernel function takes the broadcast covariances (Σ11, Σ12, Σ22) and returns the pair
+# (E[φ(u)φ(v)], E[φ'(u)φ'(v)]) for a centred Gaussian pair (u, v).
+
+
+def abrelu_kernels(cov11, cov12, cov22, a: float, b: float) -> KernelPair:
+    r"""φ(x) = a·min(x, 0) + b·max(x, 0) (neural-tangents' ``ABRelu``; Pedamonti 2018 for the leaky case).
+
+    With θ = arccos(Σ12/√(Σ11Σ22)) (Cho & Saul 2009, degree 1 on both half-lines):
+
+    .. math::  E[φ(u)φ(v)] = \frac{(a-b)^2}{2π}\sqrt{Σ_{11}Σ_{22} − Σ_{12}^2}
+               + \Big(\frac{a^2+b^2}{2} − \frac{(a-b)^2}{2π}θ\Big)Σ_{12},\qquad
+               E[φ'(u)φ'(v)] = \frac{a^2+b^2}{2} − \frac{(a-b)^2}{2π}θ.
+    """
+    norm = torch.sqrt(cov11 * cov22)
+    cos = (cov12 / norm).clamp(-1.0, 1.0)
+    theta = torch.arccos(cos)
+    factor = (a - b) ** 2 / (2 * math.pi)
+    k_dot = (a**2 + b**2) / 2 - factor * theta
+    k = factor * norm * torch.sqrt(1 - cos**2) + k_dot * cov12
+    return k, k_dot
+
+
+def sign_kernels(cov11, cov12, cov22) -> KernelPair:
+    r"""φ(x) = sign(x): E[sign u sign v] = 1 − 2θ/π = (2/π) arcsin ρ (Sheppard's formula), and φ' = 0 almost
+    everywhere, so the NTK stops here (neural-tangents' ``Sign``)."""
+    rho = (cov12 / torch.sqrt(cov11 * cov22)).clamp(-1.0, 1.0)
+    k = 2 / math.pi * torch.arcsin(rho)
+    return k, torch.zeros_like(k)
+
+
+def exp_kernels(cov11, cov12, cov22, a: float, b: float) -> KernelPair:
+    r"""φ(x) = a·exp(b x): bu + bv is Gaussian, so (neural-tangents' ``Exp``)
+
+    .. math::  E[φ(u)φ(v)] = a^2 e^{b^2(Σ_{11} + Σ_{22} + 2Σ_{12})/2},\qquad E[φ'(u)φ'(v)] = b^2 E[φ(u)φ(v)].
+    """
+    k = a**2 * torch.exp(b**2 * ((cov11 + cov22) / 2 + cov12))
+    return k, b**2 * k
+
+
+def gaussian_kernels(cov11, cov12, cov22, a: float, b: float) -> KernelPair:
+    r"""φ(x) = a·exp(b x²), b < 1/(4 max Σ) (neural-tangents' ``Gaussian``). With
+    D = √((1 − 2bΣ11)(1 − 2bΣ22) − 4b²Σ12²), the Gaussian integral gives
+
+    .. math::  E[φ(u)φ(v)] = a^2 / D,\qquad E[φ'(u)φ'(v)] = 4 a^2 b^2 Σ_{12} / D^3.
+    """
+    det = torch.sqrt((1 - 2 * b * cov11) * (1 - 2 * b * cov22) - 4 * b**2 * cov12**2)
+    return a**2 / det, 4 * a**2 * b**2 * cov12 / det**3
+
+
+def cos_kernels(cov11, cov12, cov22) -> KernelPair:
+    r"""φ(x) = cos x, φ' = −sin x (see :func:`sin_kernels`):
+
+    .. math::  E[\cos u\cos v] = e^{−(Σ_{11}+Σ_{22})/2}\cosh Σ_{12},\qquad
+               E[\sin u\sin v] = e^{−(Σ_{11}+Σ_{22})/2}\sinh Σ_{12}.
+    """
+    sin_k, cos_k = sin_kernels(cov11, cov12, cov22)
+    return cos_k, sin_k
+
+
+def rbf_kernels(cov11, cov12, cov22, gamma: float) -> KernelPair:
+    r"""φ(x) = √2 sin(√(2γ) x + π/4), whose NNGP is the RBF kernel (neural-tangents' ``Rbf``):
+
+    .. math::  E[φ(u)φ(v)] = e^{−γ(Σ_{11} + Σ_{22} − 2Σ_{12})},\qquad E[φ'(u)φ'(v)] = 2γ\,E[φ(u)φ(v)].
+    """
+    k = torch.exp(-gamma * (cov11 + cov22 - 2 * cov12))
+    return k, 2 * gamma * k
+
+
+def _monomial_moment(cov11, cov12, cov22, degree: int) -> torch.Tensor:
+    r"""E[u^n v^n] by Mehler's expansion: x^n = Σ_k c_{n,k} He_k(x) (probabilists' Hermite), E[He_j He_k] =
+    δ_{jk} k! ρ^k for unit variances, so E[u^n v^n] = Σ_k c_{n,k}² k! (Σ11Σ22)^{(n−k)/2} Σ12^k (n − k even)."""
+    if degree < 0:
+        return torch.zeros_like(cov12 + 0 * (cov11 + cov22))
+    coeffs = np.polynomial.hermite_e.poly2herme([0] * degree + [1])
+    prod = cov11 * cov22
+    total = torch.zeros_like(cov12 + 0 * prod)
+    for k in range(degree % 2, degree + 1, 2):
+        weight = float(coeffs[k]) ** 2 * math.factorial(k)
+        total = total + weight * prod ** ((degree - k) // 2) * cov12**k
+    return total
+
+
+def monomial_kernels(cov11, cov12, cov22, degree: int) -> KernelPair:
+    r"""φ(x) = x^n (neural-tangents' ``Monomial``, which stops at n = 5; this form has no limit):
+    E[φ(u)φ(v)] = E[u^n v^n] (see ``_monomial_moment``) and E[φ'(u)φ'(v)] = n² E[u^{n−1} v^{n−1}]."""
+    return _monomial_moment(cov11, cov12, cov22, degree), degree**2 * _monomial_moment(cov11, cov12, cov22, degree - 1)
+
+
+def _arccos_polynomials(degree: int) -> list[np.ndarray]:
+    """P_0 = 1, P_{m+1}(c) = (1 − c²)P_m'(c) + (2m + 1)c P_m(c): the m-th derivative of (1 − c²)^{−1/2} is
+    P_m(c)(1 − c²)^{−1/2−m}."""
+    polys = [np.array([1.0])]
+    for m in range(degree):
+        p = polys[-1]
+        dp = np.polynomial.polynomial.polyder(p) if len(p) > 1 else np.array([0.0])
+        nxt = np.polynomial.polynomial.polyadd(
+            np.polynomial.polynomial.polymul([1.0, 0.0, -1.0], dp),
+            (2 * m + 1) * np.polynomial.polynomial.polymul([0.0, 1.0], p),
+        )
+        polys.append(nxt)
+    return polys
+
+
+def _arccos_j(cos: torch.Tensor, degree: int) -> torch.Tensor:
+    r"""Cho & Saul's J_n(θ) = (−1)^n sin^{2n+1}θ (1/sinθ ∂/∂θ)^n ((π − θ)/sinθ). With c = cos θ the operator is
+    d/dc and (π − θ)' = (1 − c²)^{−1/2}, so Leibniz's rule gives
+
+    .. math::  J_n = (π − θ) P_n(c) + \sin θ \sum_{k=1}^{n} \binom{n}{k} P_{k−1}(c) P_{n−k}(c),
+
+    with the polynomials of :func:`_arccos_polynomials` (J_0 = π − θ, J_1 = sin θ + (π − θ) cos θ)."""
+    polys = _arccos_polynomials(degree)
+
+    def poly(p: np.ndarray) -> torch.Tensor:
+        out = torch.zeros_like(cos)
+        for coef in p[::-1]:
+            out = out * cos + float(coef)
+        return out
+
+    theta = torch.arccos(cos)
+    total = (math.pi - theta) * poly(polys[degree])
+    if degree:
+        tail = sum(math.comb(degree, k) * poly(polys[k - 1]) * poly(polys[degree - k]) for k in range(1, degree + 1))
+        total = total + torch.sqrt(1 - cos**2) * tail
+    return total
+
+
+def rectified_monomial_kernels(cov11, cov12, cov22, degree: int) -> KernelPair:
+    r"""φ(x) = max(x, 0)^n (with 0⁰ = 0 for x < 0: the step function at n = 0), the arc-cosine kernel of degree n
+    (Cho & Saul, *Kernel Methods for Deep Learning*, NeurIPS 2009; neural-tangents' ``RectifiedMonomial``):
+
+    .. math::  E[φ(u)φ(v)] = \frac{(Σ_{11}Σ_{22})^{n/2}}{2π} J_n(θ),\qquad
+               E[φ'(u)φ'(v)] = n^2 \frac{(Σ_{11}Σ_{22})^{(n−1)/2}}{2π} J_{n−1}(θ)
+
+    (the second by Price's theorem, ∂E[φ(u)φ(v)]/∂Σ12 = E[φ'(u)φ'(v)])."""
+    prod = cov11 * cov22
+    cos = (cov12 / torch.sqrt(prod)).clamp(-1.0, 1.0)
+    k = prod ** (degree / 2) / (2 * math.pi) * _arccos_j(cos, degree)
+    if degree == 0:
+        return k, torch.zeros_like(k)
+    return k, degree**2 * prod ** ((degree - 1) / 2) / (2 * math.pi) * _arccos_j(cos, degree - 1)
+
+
+def hermite_kernels(cov11, cov12, cov22, degree: int) -> KernelPair:
+    r"""φ(x) = He_n(x)/√(n!), the normalised probabilists' Hermite polynomial, on inputs of unit variance
+    (neural-tangents' ``Hermite``; the caller checks Σ11 = Σ22 = 1). Mehler's formula E[He_n(u)He_n(v)] = n! ρ^n
+    and He_n' = n He_{n−1} give
+
+    .. math::  E[φ(u)φ(v)] = Σ_{12}^n,\qquad E[φ'(u)φ'(v)] = n Σ_{12}^{n−1}.
+    """
+    k = cov12**degree + 0 * (cov11 + cov22)
+    if degree == 0:
+        return k, torch.zeros_like(k)
+    return k, degree * cov12 ** (degree - 1) + 0 * (cov11 + cov22)
+
+
+def _degree(value, low: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"degree must be an int; got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"degree must be an int ≥ {low}; got {value}")
+    return value
+
+
+class _ClosedForm(Activation):
+    """An activation given by a kernel function ``closed_form(Σ11, Σ12, Σ22, *parameters)`` and its torch
+    function; ``params`` names the parameters, in the order ``closed_form`` takes them."""
+
+    params: tuple[str, ...] = ()
+    closed_form: Callable[..., KernelPair]
+
+    def kernels(self, cov11, cov12, cov22):
+        return type(self).closed_form(cov11, cov12, cov22, *(getattr(self, p) for p in self.params))
+
+    def function(self, x):
+        return type(self).elementwise(x)  # parameter-free activations set ``elementwise``; the others override
+
+    def __repr__(self) -> str:
+        return f"{self.name}(" + ", ".join(f"{p}={getattr(self, p)!r}" for p in self.params) + ")"
+
+
+class Abs(_ClosedForm):
+    """|x| = ABReLU(−1, 1) (neural-tangents' ``Abs``)."""
+
+    name = "Abs"
+    closed_form = staticmethod(lambda c11, c12, c22: abrelu_kernels(c11, c12, c22, -1.0, 1.0))
+    elementwise = staticmethod(torch.abs)
+
+
+class ABReLU(_ClosedForm):
+    """a·min(x, 0) + b·max(x, 0) (neural-tangents' ``ABRelu``); see :func:`abrelu_kernels`."""
+
+    name, params = "ABReLU", ("a", "b")
+    closed_form = staticmethod(abrelu_kernels)
+
+    def __init__(self, a: float, b: float):
+        self.a, self.b = real_number("a", a), real_number("b", b)
+
+    def function(self, x):
+        return self.a * torch.clamp(x, max=0) + self.b * torch.clamp(x, min=0)
+
+
+class Sign(_ClosedForm):
+    """sign(x); its NTK factor is 0 (φ' = 0 almost everywhere), as in neural-tangents' ``Sign``."""
+
+    name = "Sign"
+    closed_form = staticmethod(sign_kernels)
+    elementwise = staticmethod(torch.sign)
+
+
+class Exp(_ClosedForm):
+    """a·exp(b x) (neural-tangents' ``Exp``); see :func:`exp_kernels`."""
+
+    name, params = "Exp", ("a", "b")
+    closed_form = staticmethod(exp_kernels)
+
+    def __init__(self, a: float = 1.0, b: float = 1.0):
+        self.a, self.b = real_number("a", a), real_number("b", b)
+
+    def function(self, x):
+        return self.a * torch.exp(self.b * x)
+
+
+class Gaussian(_ClosedForm):
+    """a·exp(b x²) (neural-tangents' ``Gaussian``, default b = −1); see :func:`gaussian_kernels`. For b > 0 the
+    expectation is finite only while 4b·Σ < 1; larger variances raise a ValueError."""
+
+    name, params = "Gaussian", ("a", "b")
+
+    def __init__(self, a: float = 1.0, b: float = -1.0):
+        self.a, self.b = real_number("a", a), real_number("b", b)
+
+    def kernels(self, cov11, cov12, cov22):
+        if self.b > 0 and bool((4 * self.b * torch.maximum(cov11, cov22) >= 1).any()):
+            largest = float(torch.maximum(cov11, cov22).max())
+            raise ValueError(f"{self!r}: E[exp(2b·u²)] is infinite for input variances ≥ 1/(4b) = "
+                             f"{1 / (4 * self.b):.4g}; got up to {largest:.4g}")  # fmt: skip
+        return gaussian_kernels(cov11, cov12, cov22, self.a, self.b)
+
+    def function(self, x):
+        return self.a * torch.exp(self.b * x**2)
+
+
+class Cos(_ClosedForm):
+    """cos(x); closed form through E[cos w] = exp(−Var w / 2) (neural-tangents' ``Cos`` with a = b = 1, c = 0)."""
+
+    name = "Cos"
+    closed_form = staticmethod(cos_kernels)
+    elementwise = staticmethod(torch.cos)
+
+
+class Rbf(_ClosedForm):
+    """√2·sin(√(2γ)x + π/4), whose NNGP is exp(−γ‖u − v‖²) (neural-tangents' ``Rbf``); see :func:`rbf_kernels`."""
+
+    name, params = "Rbf", ("gamma",)
+    closed_form = staticmethod(rbf_kernels)
+
+    def __init__(self, gamma: float = 1.0):
+        self.gamma = real_number("gamma", gamma, positive=True)
+
+    def function(self, x):
+        return math.sqrt(2) * torch.sin(math.sqrt(2 * self.gamma) * x + math.pi / 4)
+
+
+class Monomial(_ClosedForm):
+    """x^degree for any degree ≥ 0 (neural-tangents' ``Monomial`` stops at 5); see :func:`monomial_kernels`."""
+
+    name, params = "Monomial", ("degree",)
+    closed_form = staticmethod(monomial_kernels)
+
+    def __init__(self, degree: int):
+        self.degree = _degree(degree)
+
+    def function(self, x):
+        return x**self.degree
+
+
+class RectifiedMonomial(_ClosedForm):
+    """max(x, 0)^degree (the step function for degree 0), the arc-cosine kernels of Cho & Saul (2009) of any
+    degree; see :func:`rectified_monomial_kernels`."""
+
+    name, params = "RectifiedMonomial", ("degree",)
+    closed_form = staticmethod(rectified_monomial_kernels)
+
+    def __init__(self, degree: int):
+        self.degree = _degree(degree)
+
+    def function(self, x):
+        return (x > 0).to(x.dtype) * torch.clamp(x, min=0) ** self.degree
+
+
+class Hermite(_ClosedForm):
+    """He_degree(x)/√(degree!), the normalised probabilists' Hermite polynomial (neural-tangents' ``Hermite``).
+
+    The closed form K' = K^degree holds for inputs of unit variance only, so the kernel raises a ValueError
+    unless every input variance is 1 (to 1e-10): put ``nk.LayerNorm()`` right before it.
+    """
+
+    name, params = "Hermite", ("degree",)
+
+    def __init__(self, degree: int):
+        self.degree = _degree(degree)
+        self._coeffs = np.polynomial.hermite_e.herme2poly([0] * self.degree + [1]) / math.sqrt(
+            math.factorial(self.degree)
+        )
+
+    def kernels(self, cov11, cov12, cov22):
+        worst = float(torch.maximum((cov11 - 1).abs().max(), (cov22 - 1).abs().max()))
+        if worst > 1e-10:
+            raise ValueError(f"{self!r}: the closed form E[φ(u)φ(v)] = Σ12^n needs inputs of unit variance; got "
+                             f"variances off 1 by up to {worst:.3g}; put nk.LayerNorm() right before it")  # fmt: skip
+        return hermite_kernels(cov11, cov12, cov22, self.degree)
+
+    def function(self, x):
+        out = torch.zeros_like(x)
+        for coef in self._coeffs[::-1]:
+            out = out * x + float(coef)
+        return out
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.silu(x)
+
+
+def _softplus(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(x)
+
+
+class SiLU(Elementwise):
+    """x·sigmoid(x) (a.k.a. swish), by Gauss-Hermite quadrature (no closed form is known)."""
+
+    def __init__(self, degree: int = 256):
+        super().__init__(_silu, degree, name="SiLU")
+
+    def __repr__(self) -> str:
+        return "SiLU()"
+
+
+class Softplus(Elementwise):
+    """log(1 + eˣ), by Gauss-Hermite quadrature (no closed form is known)."""
+
+    def __init__(self, degree: int = 256):
+        super().__init__(_softplus, degree, name="Softplus")
+
+    def __repr__(self) -> str:
+        return "Softplus()"
+
+
+def polar_quadrature_kernels(fn: Callable[[torch.Tensor], torch.Tensor],
+                             derivative: Callable[[torch.Tensor], torch.Tensor],
+                             n_radial: int = 96, n_angular: int = 32):  # fmt: skip
+    r"""E[φ(u)φ(v)] and E[φ'(u)φ'(v)] for φ smooth on each half-line (a kink or jump at 0 only, as ELU), by
+    quadrature in polar coordinates, which keeps the geometric convergence that Gauss-Hermite loses at a kink.
+
+    With z = r(cos α, sin α) ~ N(0, I₂), u = √Σ11 · r cos α and v = √Σ22 · r cos(α − β), β = arccos ρ, so u and v
+    change sign only on the four rays α = ±π/2, β ± π/2. Between them φ(u)φ(v) is smooth in (r, α), and
+
+    .. math::  E[g(u, v)] = \frac{1}{2π} \int_0^{2π}\!\int_0^{R} g\, r e^{−r^2/2}\, dr\, dα
+
+    is a product of Gauss-Legendre rules: ``n_angular`` nodes on each of the four arcs and ``n_radial`` on
+    [0, R], R = 14 (the tail beyond is below e^{−98} for φ of at most exponential growth). ``derivative`` is φ'.
+    """
+    radius = 14.0
+    r_np, rw_np = np.polynomial.legendre.leggauss(n_radial)
+    a_np, aw_np = np.polynomial.legendre.leggauss(n_angular)
+    r_np, rw_np = (r_np + 1) * radius / 2, rw_np * radius / 2
+    rw_np = rw_np * r_np * np.exp(-(r_np**2) / 2) / (2 * math.pi)
+
+    def kernels(cov11, cov12, cov22) -> KernelPair:
+        cov11, cov12, cov22 = torch.broadcast_tensors(cov11, cov12, cov22)
+        like = dict(dtype=cov12.dtype, device=cov12.device)
+        r, rw = torch.as_tensor(r_np, **like), torch.as_tensor(rw_np, **like)
+        nodes, weights = torch.as_tensor(a_np, **like), torch.as_tensor(aw_np, **like)
+        flat = [c.reshape(-1) for c in (cov11, cov12, cov22)]
+        k, k_dot = torch.empty_like(flat[1]), torch.empty_like(flat[1])
+        chunk = max(1, (1 << 21) // (4 * n_angular * n_radial))
+        for start in range(0, k.numel(), chunk):
+            c11, c12, c22 = (c[start : start + chunk] for c in flat)
+            beta = torch.arccos((c12 / torch.sqrt(c11 * c22)).clamp(-1.0, 1.0))  # in [0, π]
+            # arcs between the sign changes, sorted: −π/2, β − π/2, π/2, β + π/2, then back to 3π/2
+            ends = torch.stack([-0.5 * math.pi + 0 * beta, beta - 0.5 * math.pi, 0.5 * math.pi + 0 * beta,
+                                beta + 0.5 * math.pi, 1.5 * math.pi + 0 * beta], 1)  # fmt: skip
+            lo, hi = ends[:, :-1, None], ends[:, 1:, None]  # (B, 4, 1)
+            alpha = (lo + hi) / 2 + (hi - lo) / 2 * nodes  # (B, 4, n_angular)
+            a_w = ((hi - lo) / 2 * weights).reshape(-1, 4 * n_angular, 1) * rw  # (B, 4·n_a, n_r)
+            alpha = alpha.reshape(-1, 4 * n_angular, 1)
+            u = torch.sqrt(c11)[:, None, None] * torch.cos(alpha) * r
+            v = torch.sqrt(c22)[:, None, None] * torch.cos(alpha - beta[:, None, None]) * r
+            k[start : start + chunk] = (a_w * fn(u) * fn(v)).sum((1, 2))
+            k_dot[start : start + chunk] = (a_w * derivative(u) * derivative(v)).sum((1, 2))
+        return k.reshape(cov12.shape), k_dot.reshape(cov12.shape)
+
+    return kernels
+
+
+class ELU(Activation):
+    """x for x > 0, α(eˣ − 1) otherwise, by quadrature in polar coordinates (:func:`polar_quadrature_kernels`;
+    ELU is not smooth at 0, where Gauss-Hermite converges slowly). Tsuchida et al. (AAAI 2021) give a closed
+    form through bivariate normal CDFs; the quadrature reaches ~1e-14 and is simpler."""
+
+    name = "ELU"
+
+    def __init__(self, alpha: float = 1.0):
+        self.alpha = real_number("alpha", alpha)
+        self._kernels = polar_quadrature_kernels(self.function, self.derivative)
+
+    def __repr__(self) -> str:
+        return f"ELU(alpha={self.alpha})"
+
+    def kernels(self, cov11, cov12, cov22):
+        return self._kernels(cov11, cov12, cov22)
+
+    def function(self, x):
+        return torch.nn.functional.elu(x, self.alpha)
+
+    def derivative(self, x: torch.Tensor) -> torch.Tensor:
+        """1 for x > 0, α eˣ otherwise."""
+        return torch.where(x > 0, torch.ones_like(x), self.alpha * torch.exp(torch.clamp(x, max=0)))

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from tqdm.auto import tqdm
 
+from ntkit._progress import progress_bar
 from ntkit.infinite.kernel import Kernel, input_kernel
 
 #: Default entries of one covariance block (B1·B2·P): 2^18 float64 entries are 2 MiB, so the handful of blocks
@@ -148,8 +148,7 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
             out["var2"][b0:b1] = k.var2
         return k
 
-    bar = tqdm(total=len(blocks), desc="kernel blocks", unit="block", disable=progress is False or len(blocks) < 2,
-               delay=0 if progress else 2.0, leave=False)  # fmt: skip
+    bar = progress_bar(len(blocks), "kernel blocks", progress)
     try:
         last = _run_blocks(run, blocks, x1.device, bar)
     finally:

@@ -50,20 +50,17 @@ from ntkit._validation import (
 from ntkit._validation import parameterization as check_parameterization
 from ntkit.infinite.blocked import blocked_kernel, default_batch_size, output_bytes, working_bytes
 from ntkit.infinite.kernel import Kernel, pair_variances, set_self_pairs, spatial_diagonal
-from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
+from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear, to_mup
 
 PADDINGS = ("same", "valid", "circular")
 
 
 @dataclass
 class _BuildContext:
-    """What ``Layer.build`` tells the affine layers it makes: the build-level parameterization (None: each layer
-    keeps its own), how many affine layers the network has and how many have been made so far (μP needs to know
-    the input and the output layer)."""
+    """What ``Layer.build`` tells the layers it makes: the build-level parameterization (None: each layer keeps
+    its own). μP's layer roles are not needed here: ``ntkit.modules.to_mup`` assigns them after building."""
 
     parameterization: str | None
-    n_affine: int
-    made: int = 0
 
 
 _BUILD: contextvars.ContextVar[_BuildContext | None] = contextvars.ContextVar("ntkit_build", default=None)
@@ -80,6 +77,8 @@ class Layer:
         return in_shape
 
     def transform(self, k: Kernel) -> Kernel:
+        """The kernels after this layer. Pure: never writes into ``k``'s tensors (``Parallel`` hands one Kernel
+        to every branch, ``Residual`` reuses its input); tests/infinite/test_pure_transforms.py checks every spec."""
         raise NotImplementedError
 
     def affine_layers(self) -> list[Layer]:
@@ -156,7 +155,8 @@ class Layer:
             dtype of the parameters.
         parameterization:
             ``None`` keeps each layer's own; ``"ntk"``, ``"standard"`` or ``"mup"`` overrides every Linear/Conv
-            layer. Under ``"mup"`` (Yang & Hu 2021) the first affine layer is the input layer and the last one
+            layer. Under ``"mup"`` (Yang & Hu 2021) the network is built in the NTK parameterization and then
+            passed through ``ntkit.modules.to_mup``: the first affine layer is the input layer and the last one
             the output layer; every affine module gets ``weight_lr_scale``/``bias_lr_scale`` attributes, the
             factors by which ``ntkit.regimes.mup_param_groups`` multiplies the learning rate.
         """
@@ -164,11 +164,13 @@ class Layer:
         if parameterization is not None:
             check_parameterization(parameterization)
         self.out_shape(in_shape)
-        token = _BUILD.set(_BuildContext(parameterization, len(self.affine_layers())))
+        token = _BUILD.set(_BuildContext(parameterization))
         try:
             module = self.make_module(in_shape, torch.Generator().manual_seed(seed))
         finally:
             _BUILD.reset(token)
+        if any(getattr(m, "parameterization", None) == "mup" for m in module.modules()):
+            to_mup(module, only_marked=True)  # μP: the NTK network with its readout and learning rates rescaled
         return module.to(dtype)
 
 
@@ -216,17 +218,10 @@ class _Affine(Layer):
             return bool(self.b_std)
         return self.b_std is not None
 
-    def _start_module(self) -> tuple[str, str]:
-        """(parameterization, μP role) of the module about to be made: the build-level parameterization if one
-        was given, and "input", "hidden", "output" or "only" from the layer's place among the affine layers."""
+    def _build_parameterization(self) -> str:
+        """The parameterization of the module about to be made: the build-level one if given, else the layer's."""
         ctx = _BUILD.get()
-        if ctx is None:  # make_module called outside build (a bare spec): a lone layer
-            return self.parameterization, "only"
-        index = ctx.made
-        ctx.made += 1
-        first, last = index == 0, index == ctx.n_affine - 1
-        role = "only" if first and last else "input" if first else "output" if last else "hidden"
-        return ctx.parameterization or self.parameterization, role
+        return self.parameterization if ctx is None or ctx.parameterization is None else ctx.parameterization
 
     def _affine_kernel(self, k: Kernel, window_mean, fan_in: int, shape: tuple[int, ...], scale: float = 1.0) -> Kernel:
         """K' = W_std²·M(K) + b_std² and Θ' as in the module docstring, with M(t) = scale·window_mean(t) (a window
@@ -247,7 +242,10 @@ class _Affine(Layer):
         if k.ntk is None:
             ntk = None
         elif self.parameterization == "ntk":
-            ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
+            if isinstance(w2, torch.Tensor):  # W_std a tensor that requires grad (ntkit.sklearn's kernel gradients)
+                ntk = nngp + w2 * window_mean(k.ntk)
+            else:
+                ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
         else:
             ntk = (fan_in * scale) * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
         var1 = w2 * window_mean(k.var1) + b2
@@ -267,32 +265,17 @@ class _Affine(Layer):
         module.parameterization = parameterization
         return module
 
-    def _scales(self, parameterization: str, role: str, fan_in: int, width_in: int, width_out: int) -> dict:
-        """Forward multipliers and learning-rate factors of one affine layer.
-
-        NTK: W_std/√fan_in and b_std. Standard: 1 and 1 (the scale is in the initial values). μP, in the gauge
-        where every stored tensor is N(0, 1) (Yang & Hu 2021, Table 3, moved by their abc-symmetry
-        (a, b, c) → (a + b, 0, c − 2b) for each tensor): the NTK multipliers, except that the output layer's
-        weight and bias are divided by √width_in; learning-rate factors width_out for the input layer and for
-        hidden biases, width_in for hidden and output weights and the output bias.
-        """
+    def _multipliers(self, parameterization: str, fan_in: int) -> dict:
+        """Forward multipliers: W_std/√fan_in and b_std (NTK, and μP before ``to_mup`` rescales the readout), or
+        1 and 1 (standard: the scale is in the initial values)."""
         if parameterization == "standard":
-            return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}, (1.0, 1.0)
-        w_mult, b_mult = self.W_std / math.sqrt(fan_in), self.b_std or 0.0
-        if parameterization == "ntk" or role == "only":
-            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (1.0, 1.0)
-        if role == "input":
-            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (float(width_out), float(width_out))
-        if role == "hidden":
-            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (float(width_in), float(width_out))
-        root = math.sqrt(width_in)
-        return {"weight_multiplier": w_mult / root, "bias_multiplier": b_mult / root}, (float(width_in),) * 2
+            return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}
+        return {"weight_multiplier": self.W_std / math.sqrt(fan_in), "bias_multiplier": self.b_std or 0.0}
 
-    def _make(self, cls, fan_in: int, width_in: int, width_out: int, generator: torch.Generator, *args, **kwargs):
-        parameterization, role = self._start_module()
-        multipliers, (w_lr, b_lr) = self._scales(parameterization, role, fan_in, width_in, width_out)
-        module = cls(*args, bias=self._has_bias(parameterization), **multipliers, **kwargs)
-        module.weight_lr_scale, module.bias_lr_scale, module.mup_role = w_lr, b_lr, role
+    def _make(self, cls, fan_in: int, generator: torch.Generator, *args, **kwargs):
+        parameterization = self._build_parameterization()
+        module = cls(*args, bias=self._has_bias(parameterization), **self._multipliers(parameterization, fan_in),
+                     **kwargs)  # fmt: skip
         return self._init(module, fan_in, generator, parameterization)
 
 
@@ -324,7 +307,7 @@ class Linear(_Affine):
 
     def make_module(self, in_shape, generator):
         fan_in = in_shape[0]
-        return self._make(NTKLinear, fan_in, fan_in, self.out_features, generator, fan_in, self.out_features)
+        return self._make(NTKLinear, fan_in, generator, fan_in, self.out_features)
 
 
 class _Conv(_Affine):
@@ -384,8 +367,8 @@ class _Conv(_Affine):
         padding, mode = ("valid", "zeros") if self.padding == "valid" else ("same", "zeros")
         if self.padding == "circular":
             mode = "circular"
-        return self._make(cls, fan_in, in_shape[0], self.out_channels, generator, in_shape[0], self.out_channels,
-                          self.kernel_size, stride=self.stride, padding=padding, padding_mode=mode)  # fmt: skip
+        return self._make(cls, fan_in, generator, in_shape[0], self.out_channels, self.kernel_size, stride=self.stride,
+                          padding=padding, padding_mode=mode)  # fmt: skip
 
 
 def _tuple(value, n: int, name: str) -> tuple[int, ...]:

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-from ntkit._validation import boolean, finite_tensor, positive_int, real_number
+from ntkit._validation import boolean, finite_tensor, one_of, positive_int, real_number
 
 _CONTINUOUS, _DISCRETE = "continuous", "discrete"
 
@@ -339,8 +339,8 @@ def gradient_descent_mse_ensemble(
     eig = {get: _eigen(d) for get, d in regularized.items()}
 
     def predict(t=None, x_test: torch.Tensor | None = None, get: str = "ntk", compute_cov: bool = False) -> Gaussian:
-        if get not in ("ntk", "nngp"):
-            raise ValueError(f"get must be 'ntk' or 'nngp'; got {get!r}")
+        one_of("get", get, ("ntk", "nngp"))
+        compute_cov = boolean("compute_cov", compute_cov)
         times, vector = _times(t, y.dtype, y.device)
         if x_test is None:
             d_cross, k_cross, k_test = getattr(k_train, get), k_train.nngp, k_train.nngp
@@ -391,6 +391,9 @@ def gradient_descent(
     :func:`gradient_descent_mse`; ``t`` must be finite here. Integrated with SciPy's DOP853 at rtol 1e-10.
     """
     from scipy.integrate import solve_ivp
+
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable loss(fx, y) -> scalar tensor; got {type(loss).__name__}")
 
     k = _check_kernel(k_train_train)
     y = _check_targets(y_train, k)

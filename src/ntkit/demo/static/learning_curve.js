@@ -9,6 +9,11 @@
   }
 
   function params() {
+    const demo = window.ntkitDemo;
+    if (demo && demo.readParams) {  // the experiment's own reading of its controls
+      const all = demo.readParams();
+      return { depth: all.depth, activation: all.activation, task: all.task, seed: all.seed };
+    }
     const checked = document.querySelector("input[name='activation']:checked");
     return {
       depth: Number(value("depth") || 1),
@@ -46,9 +51,10 @@
     errors.hidden = true;
     status.textContent = "computing the spectrum and " + "the kernel regressions…";
     try {
-      const response = await fetch("/api/learning-curve", {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(params()),
-      });
+      // demo.js's apiFetch sends the server's token (ntkit demo --token) with JSON bodies
+      const post = (window.ntkitDemo && window.ntkitDemo.apiFetch) ||
+        ((path, init) => fetch(path, { ...init, headers: { "Content-Type": "application/json" } }));
+      const response = await post("/api/learning-curve", { method: "POST", body: JSON.stringify(params()) });
       const body = await response.json();
       if (!response.ok) {
         errors.textContent = (body.errors || []).map((e) => e.message).join("; ") || "the server refused";
