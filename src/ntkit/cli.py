@@ -227,11 +227,14 @@ def _floats(option: str, positive: bool = False):
 
 
 def _theory_learning_curve(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ntkit.examples import theory_study as ts
 
-    out = Path(args.out)
+    config = {
+        k: getattr(args, k) for k in ("dim", "degrees", "powers", "noise", "ridges", "ns", "draws", "depth", "seed")
+    }
+    folder = _start_folder("theory-learning-curve", args, config, lambda: None)
+    if folder is None:
+        return 2
     print(f"ntkit theory learning-curve: ReLU NTK (depth {args.depth}) on S^{args.dim - 1}, target degrees "
           f"{args.degrees} with powers {args.powers}, noise {args.noise:g}, ridges {args.ridges}, n {args.ns}, "
           f"{args.draws} draws")  # fmt: skip
@@ -242,27 +245,35 @@ def _theory_learning_curve(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['ridge']:>8g} {r['n']:>6} {r['predicted']:>11.4g} {r['measured']:>11.4g} {r['stderr']:>9.2g} "
               f"{r['rel_error']:>+9.1%}")  # fmt: skip
-    print(f"table: {ts.write_csv(rows, out / 'learning_curve.csv').resolve()}")
-    title = f"ReLU NTK on S^{args.dim - 1}, degrees {','.join(map(str, args.degrees))}"
-    print(f"plot: {ts.plot_learning_curves(rows, out / 'learning_curve.png', title).resolve()}")
+    print(f"table: {folder.write_table('learning_curve.csv', rows).resolve()}")
+    with folder.output("learning_curve.png") as tmp:
+        ts.plot_learning_curves(rows, tmp, f"ReLU NTK on S^{args.dim - 1}, degrees {','.join(map(str, args.degrees))}")
+    folder.complete()
+    print(f"plot: {(folder.out / 'learning_curve.png').resolve()}")
     return 0
 
 
 def _theory_phase(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ntkit.examples import theory_study as ts
 
-    out = Path(args.out)
+    config = {k: getattr(args, k) for k in ("activation", "w2", "depths", "b2", "width", "steps", "seed")}
+    if not args.b2 > 0:
+        return _refuse("theory phase", ValueError(f"--b2 must be a finite number > 0; got {args.b2!r}"))
+    folder = _start_folder("theory-phase", args, config, lambda: None)
+    if folder is None:
+        return 2
     print(f"ntkit theory phase: {args.activation} MLPs, σ_w² {args.w2}, depths {args.depths}, σ_b² {args.b2:g}, "
           f"width {args.width}, {args.steps} steps")  # fmt: skip
     rows = ts.phase_training(args.activation, args.w2, args.depths, args.b2, args.width, args.steps,
-                             seed=args.seed, progress=not args.no_progress)  # fmt: skip
+                             seed=args.seed, progress=not args.no_progress, folder=folder)  # fmt: skip
     print(f"{'σ_w²':>6} {'depth':>6} {'χ1':>7} {'6ξ':>8} {'loss/const':>11}")
     for r in rows:
         print(f"{r['w2']:>6g} {r['depth']:>6} {r['chi1']:>7.3f} {r['six_xi']:>8.1f} {r['relative_loss']:>11.3g}")
-    print(f"table: {ts.write_csv(rows, out / f'phase_{args.activation}.csv').resolve()}")
-    print(f"plot: {ts.plot_phase(rows, out / f'phase_{args.activation}.png').resolve()}")
+    print(f"table: {folder.write_table(f'phase_{args.activation}.csv', rows).resolve()}")
+    with folder.output(f"phase_{args.activation}.png") as tmp:
+        ts.plot_phase(rows, tmp)
+    folder.complete()
+    print(f"plot: {(folder.out / f'phase_{args.activation}.png').resolve()}")
     return 0
 
 

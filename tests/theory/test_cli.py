@@ -40,3 +40,15 @@ def test_bad_options_are_refused(args, capsys):
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
+
+
+def test_phase_run_folder_is_complete_and_resumes(tmp_path):
+    from ntkit._runs import read_run
+
+    args = ["theory", "phase", "--activation", "relu", "--w2", "1.0", "--depths", "2", "--width", "8", "--steps", "2"]
+    assert main([*args, "--no-progress", "--out", str(tmp_path)]) == 0
+    run = read_run(tmp_path)
+    assert run["status"] == "complete" and set(run["outputs"]) == {"phase_relu.csv", "phase_relu.png"}
+    first = (tmp_path / "phase_relu.csv").read_text()
+    assert main([*args, "--no-progress", "--out", str(tmp_path)]) == 0  # resumed from the stored cell
+    assert (tmp_path / "phase_relu.csv").read_text() == first

@@ -187,12 +187,13 @@ def _train_loss(x, y, depth, width, w2, b2, activation, steps, seed) -> tuple[fl
 
 def phase_training(activation: str = "tanh", w2_grid: Sequence[float] = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
                    depths: Sequence[int] = (10, 20, 40, 80), b2: float = 0.05, width: int = 64, steps: int = 100,
-                   n_train: int = 32, seed: int = 0, progress: bool = True) -> list[dict]:  # fmt: skip
+                   n_train: int = 32, seed: int = 0, progress: bool = True, folder=None) -> list[dict]:  # fmt: skip
     """Train deep MLPs on a (σ_w², depth) grid at fixed σ_b²; rows with the final training loss relative to the best
     constant's (1 − ȳ²), ξ and 6ξ from :func:`ntkit.theory.phase_diagram`, and χ₁.
 
-    The task: ``n_train`` points of scikit-learn's digits (64 pixels scaled to unit per-feature variance), label
-    +1 for digits < 5 and −1 otherwise."""
+    ``folder`` (an ``ntkit._runs.RunFolder``) stores each network's result as a cell, so that a rerun after an
+    interruption trains only the networks that are missing. The task: ``n_train`` points of scikit-learn's digits
+    (64 pixels scaled to unit per-feature variance), label +1 for digits < 5 and −1 otherwise."""
     from ntkit.data import digits
 
     images, labels = digits()
@@ -206,8 +207,19 @@ def phase_training(activation: str = "tanh", w2_grid: Sequence[float] = (0.5, 1.
     pd = phase_diagram(activation, np.sqrt(w2_grid), [math.sqrt(b2)], depth=list(depths))
     rows = []
     jobs = [(i, w2, j, d) for i, w2 in enumerate(w2_grid) for j, d in enumerate(depths)]
-    for i, w2, j, depth in tqdm(jobs, desc=f"training {activation}", unit="net", disable=not progress):
-        loss, lr = _train_loss(x, y, depth, width, w2, b2, activation, steps, seed)
+    settings = {"activation": activation, "b2": b2, "width": width, "steps": steps, "n_train": n_train, "seed": seed}
+
+    def train(key):
+        loss, lr = _train_loss(x, y, key[1], width, key[0], b2, activation, steps, seed)
+        return {"loss": loss, "lr": lr}
+
+    keys = [[w2, depth] for _, w2, _, depth in jobs]
+    if folder is None:  # no results folder: compute every network
+        results = [train(k) for k in tqdm(keys, desc=f"training {activation}", unit="net", disable=not progress)]
+    else:  # one stored cell per network: an interrupted run resumes where it stopped
+        results = folder.cells(keys, settings, train, progress=progress, desc=f"training {activation}")
+    for (i, w2, j, depth), result in zip(jobs, results, strict=True):
+        loss, lr = result["loss"], result["lr"]
         rows.append({"activation": activation, "w2": w2, "b2": b2, "depth": depth, "width": width, "steps": steps,
                      "lr": lr, "relative_loss": loss / baseline, "chi1": float(pd.chi1[i, 0]),
                      "xi": float(pd.xi[i, 0]), "six_xi": float(6 * pd.xi[i, 0]),
