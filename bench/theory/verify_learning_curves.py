@@ -152,11 +152,47 @@ def trained(out: Path, steps: int = 2000) -> None:
     write_csv(rows, out / "trained.csv")
 
 
+def widths(out: Path, steps: int = 2000, n: int = 300) -> None:
+    """The trained study's n = 300 (first draw) at widths 256, 1024 and 4096 (NTK parameterization): does the gap
+    between the network and its kernel's gradient descent at the same step shrink as the width grows?"""
+    dim, degrees, powers = 5, [1, 2, 3], [1.0, 0.5, 0.25]
+    arch = mlp_spec(1024, 1, 1, "relu", 1.0, 0.1)
+    f = harmonic_target(dim, degrees, powers, seed=0)
+    g = torch.Generator().manual_seed(2)
+    x_test = sphere_points(500, dim, g)
+    y_test = f(x_test).unsqueeze(1)
+    for m in (30, 100):  # the trained study's earlier draws from the same stream, so this is its n = 300, draw 0
+        for _ in range(2):
+            sphere_points(m, dim, g)
+    x = sphere_points(n, dim, g)
+    y = f(x).unsqueeze(1)
+    k, kt = arch.kernel(x).ntk, arch.kernel(x_test, x).ntk
+    lr = 0.5 * max_learning_rate(k)
+    _, f_kernel = gradient_descent_mse(k, y, learning_rate=lr, discrete=True)(
+        steps, fx_train_0=torch.zeros_like(y), fx_test_0=torch.zeros_like(y_test), k_test_train=kt
+    )
+    rows = []
+    for width in (256, 1024, 4096):
+        net = Centered(mlp(dim, width, 1, 1, "relu", "ntk", 1.0, 0.1, seed=0, dtype=torch.float64))
+        opt = torch.optim.SGD(net.model.parameters(), lr=lr)
+        for _ in range(steps):
+            opt.zero_grad()
+            (0.5 * ((net(x) - y) ** 2).mean()).backward()
+            opt.step()
+        with torch.no_grad():
+            f_net = net(x_test)
+        gap = float(((f_net - f_kernel) ** 2).mean().sqrt() / y_test.pow(2).mean().sqrt())
+        rows.append({"width": width, "kernel_gd": float(((f_kernel - y_test) ** 2).mean()),
+                     "network": float(((f_net - y_test) ** 2).mean()), "rms_gap": gap})  # fmt: skip
+        print(rows[-1], flush=True)
+    write_csv(rows, out / "trained_widths.csv")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("study", choices=("real", "scaling", "trained"))
+    parser.add_argument("study", choices=("real", "scaling", "trained", "widths"))
     parser.add_argument("--out", default="results/theory")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    {"real": real, "scaling": scaling, "trained": trained}[args.study](out)
+    {"real": real, "scaling": scaling, "trained": trained, "widths": widths}[args.study](out)
