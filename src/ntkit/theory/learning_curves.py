@@ -20,9 +20,11 @@ ridgeless MSE ∝ n^{−min(c − 1, 2b)}.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import brentq
 
 
@@ -221,7 +223,6 @@ def scaling_exponent(n, mse, n_min: float | None = None, n_max: float | None = N
     if keep.sum() < 2:
         raise ValueError(f"scaling_exponent needs at least two points with n > 0 and mse > 0 in range; got "
                          f"{int(keep.sum())}")  # fmt: skip
-    from ntkit.examples.common import log_log_slope  # the project's one slope fitter
 
     slope = log_log_slope(ns[keep].tolist(), err[keep].tolist())
     intercept = np.mean(np.log(err[keep])) - slope * np.mean(np.log(ns[keep]))
@@ -245,3 +246,19 @@ def predicted_exponent(eigenvalues, target_coeffs, index_min: int = 10, index_ma
     b, _ = scaling_exponent(k, lam, index_min, hi)
     c, _ = scaling_exponent(k, power, index_min, hi)
     return min(c - 1.0, 2.0 * b)
+
+
+def log_log_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """Least-squares slope b of log y = a + b·log x: the exponent of a power law y ∝ x^b.
+
+    b = Σ (u − ū)(v − v̄) / Σ (u − ū)² with u = log x, v = log y, in float64. Needs two distinct x.
+
+    >>> round(log_log_slope([1, 4, 16], [3.0, 1.5, 0.75]), 12)
+    -0.5
+    """
+    u = torch.as_tensor(list(x), dtype=torch.float64).log()
+    v = torch.as_tensor(list(y), dtype=torch.float64).log()
+    if u.numel() < 2 or u.numel() != v.numel() or float(u.max() - u.min()) == 0:
+        raise ValueError(f"a slope needs at least two distinct x and one y per x; got x={list(x)}, y={list(y)}")
+    u = u - u.mean()
+    return float((u * (v - v.mean())).sum() / (u * u).sum())
