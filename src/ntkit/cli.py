@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")
     regimes.set_defaults(run=_regimes)
+
+    from ntkit.scale._cli import add_commands as add_scale_commands
+
+    add_scale_commands(sub)  # `ntkit kernel`, `ntkit solve` (issue 12)
     return parser
 
 

@@ -46,7 +46,7 @@ def client_for(client=None, n_workers: int | None = None, connect_timeout: float
         except (OSError, TimeoutError) as exc:
             raise ConnectionError(f"cannot reach the dask scheduler at {client!r} within {connect_timeout:g} s "
                                   f"({type(exc).__name__}: {exc}); start one with `dask scheduler` and workers "
-                                  "with `dask worker ADDRESS`, or omit the address to run on this machine") from None  # fmt: skip
+                                  "with `dask worker ADDRESS`, or omit the address to run here") from None  # fmt: skip
         with own:
             yield own
         return

@@ -86,28 +86,23 @@ def read_fingerprint(path: str) -> dict | None:
 
     Raises ValueError when something exists at ``path`` that is not an ntkit store.
     """
-    zarr = _zarr()
-    try:
-        group = zarr.open_group(path, mode="r")
-    except FileNotFoundError:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    if not fs.exists(root) or (fs.isdir(root) and not fs.ls(root)):
         return None
+    if not fs.isfile(root.rstrip("/") + "/zarr.json"):
+        raise ValueError(f"{path!r} exists but is not an ntkit kernel store (no zarr.json in it); choose a new path "
+                         "or delete it")  # fmt: skip
+    try:
+        attrs = dict(_zarr().open_group(path, mode="r").attrs)
     except Exception as exc:  # zarr raises several types for "not a group here"
-        if _is_empty(path):
-            return None
         raise ValueError(f"{path!r} exists but is not an ntkit kernel store (not a zarr v3 group: {exc}); choose "
                          "a new path or delete it") from None  # fmt: skip
-    attrs = dict(group.attrs)
     if ATTRIBUTE not in attrs:
         raise ValueError(f"{path!r} is a zarr group but not an ntkit kernel store (it has no {ATTRIBUTE!r} "
                          "attribute); choose a new path or delete it")  # fmt: skip
     return attrs[ATTRIBUTE]
-
-
-def _is_empty(path: str) -> bool:
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(path)
-    return not fs.exists(root) or (fs.isdir(root) and not fs.ls(root))
 
 
 def create(layout: Layout, fingerprint: dict) -> None:
