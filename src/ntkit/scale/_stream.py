@@ -95,7 +95,9 @@ class StreamedMatrix:
     def diagonal(self) -> np.ndarray:
         """diag K (N,) in float64, from the diagonal tiles only."""
         if self.backing is None:
-            return np.asarray(self.array.diagonal().compute(scheduler="threads"), dtype=np.float64)
+            import dask.array as da
+
+            return np.asarray(da.diagonal(self.array).compute(scheduler="threads"), dtype=np.float64)
         layout, kind = self.backing
         tiles = [np.diagonal(_store.read_tile(layout, kind, i, i)) for i in range(min(layout.rows, layout.cols))]
         return np.concatenate(tiles).astype(np.float64)
