@@ -57,7 +57,7 @@ def test_cross_store_float32_and_one_kind(tmp_path, client):
     assert k.layout.kinds == ("ntk",) and k.total == 5 * 3
     assert k.ntk.dtype == np.float32
     with pytest.raises(ValueError, match="holds ntk, not 'nngp'"):
-        k.nngp
+        _dense(k, "nngp")
     assert torch.equal(_dense(k, "ntk"), FC.kernel(x1.float(), x2.float(), batch_size=4).ntk)
 
 

@@ -225,6 +225,10 @@ def _cg(matvec, y: np.ndarray, precondition, tol: float, max_iter: int, progress
             r -= step * ap
             iterations += 1
             residuals.append(float((np.linalg.norm(r, axis=0) / norm).max()))
+            if not np.isfinite(residuals[-1]):
+                raise ValueError(f"CG's residual became {residuals[-1]} at iteration {iterations}: the kernel holds "
+                                 "NaN or Inf (a tile missing or unreadable in the store?) or K + λI is not positive "
+                                 "definite; check the store, or raise diag_reg")  # fmt: skip
             bar.update(1)
             bar.set_postfix(residual=f"{residuals[-1]:.2e}")
             z = precondition(r)
