@@ -84,26 +84,20 @@ def _solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tile(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tile must be a positive integer; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--tile must be a positive integer (examples per tile side); got {text!r}")
-    return value
-
-
 def add_commands(sub) -> None:
     """Register ``kernel`` and ``solve`` on the ``ntkit`` parser's subparsers."""
+    from ntkit.cli import _positive
+
     kernel = sub.add_parser("kernel", help="a kernel matrix in resumable tiles (zarr store, dask workers)")
     kernel.add_argument("spec", metavar="SPEC", help="package.module:attr, or a .py file defining `arch`")
     kernel.add_argument("--x", required=True, help="inputs, a .npy file (N, ...)")
     kernel.add_argument("--x2", default=None, help="second inputs (.npy); default: the kernel of --x with itself")
     kernel.add_argument("--out", required=True, help="the store: a folder such as K.zarr, or an fsspec URL")
     kernel.add_argument("--scheduler", default=None, help="dask scheduler address (default: workers on this machine)")
-    kernel.add_argument("--workers", type=_tile, default=None, help="local worker processes (default: one per core)")
-    kernel.add_argument("--tile", type=_tile, default=2048, help="examples per tile side (default 2048)")
+    kernel.add_argument(
+        "--workers", type=_positive("--workers"), default=None, help="local workers (default: 1 per core)"
+    )
+    kernel.add_argument("--tile", type=_positive("--tile"), default=2048, help="examples per tile side (default 2048)")
     kernel.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="store dtype")
     kernel.add_argument("--get", choices=("nngp", "ntk"), default=None, help="one kernel only (default both)")
     kernel.set_defaults(run=_kernel)
@@ -113,9 +107,9 @@ def add_commands(sub) -> None:
     solve.add_argument("--diag-reg", type=float, default=1e-4, help="ridge relative to mean(diag K) (default 1e-4)")
     solve.add_argument("--out", required=True, help="where to save alpha (.npy)")
     solve.add_argument("--kind", choices=("ntk", "nngp"), default="ntk", help="which kernel (default ntk)")
-    solve.add_argument("--rank", type=_tile, default=1000, help="Nyström landmarks (default 1000)")
+    solve.add_argument("--rank", type=_positive("--rank"), default=1000, help="Nyström landmarks (default 1000)")
     solve.add_argument("--landmarks", choices=("random", "pivoted"), default="random", help="landmark choice")
     solve.add_argument("--no-preconditioner", action="store_true", help="plain CG")
     solve.add_argument("--tol", type=float, default=1e-6, help="relative residual to reach (default 1e-6)")
-    solve.add_argument("--max-iter", type=_tile, default=500, help="CG iterations allowed (default 500)")
+    solve.add_argument("--max-iter", type=_positive("--max-iter"), default=500, help="CG iterations allowed")
     solve.set_defaults(run=_solve)

@@ -64,7 +64,7 @@ def client_for(client=None, n_workers: int | None = None, connect_timeout: float
 
     with dask.config.set(WORKER_MALLOC):
         cluster = LocalCluster(n_workers=n_workers or cpu_count(), threads_per_worker=1, processes=True,
-                               dashboard_address=None)  # fmt: skip
+                               dashboard_address=None, worker_dashboard_address=None)  # fmt: skip
     try:
         with Client(cluster, set_as_default=False) as own:
             yield own

@@ -20,7 +20,6 @@ Examples*, 2023 (arXiv:2303.05420): kernel tiles in parallel on many machines.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -129,6 +128,8 @@ class TiledKernel:
                                     "`ntkit kernel`")  # fmt: skip
         self.fingerprint = fingerprint
         self.layout = _store.fingerprint_layout(path, fingerprint)
+        #: Seconds the workers spent computing tiles in the call that returned this object (0 when opened).
+        self.compute_seconds = 0.0
 
     @property
     def path(self) -> str:
@@ -312,12 +313,13 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     result = TiledKernel(path)
     todo = result.missing()
     if todo:
-        _compute(layout, TileFunction(arch, kinds, dtype_name), x1, x2, todo, result.total, client, n_workers,
-                 progress, connect_timeout)  # fmt: skip
+        result.compute_seconds = _compute(layout, TileFunction(arch, kinds, dtype_name), x1, x2, todo, result.total,
+                                          client, n_workers, progress, connect_timeout)  # fmt: skip
     return result
 
 
-def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, connect_timeout) -> None:
+def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, connect_timeout) -> float:
+    """Run the tile tasks; returns the seconds the workers spent inside the tile function (summed)."""
     from tqdm.auto import tqdm
 
     def tasks():
@@ -333,19 +335,11 @@ def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, conne
         threads = sum(c.nthreads().values()) or 1
         bar = tqdm(total=total, initial=total - len(todo), unit="tile", disable=not progress, desc="kernel tiles",
                    dynamic_ncols=True)  # fmt: skip
+        seconds = 0.0
         try:
-            for _ in run_bounded(c, compute_tile, tasks(), window=max(4, 2 * threads)):
+            for _, _, spent in run_bounded(c, compute_tile, tasks(), window=max(4, 2 * threads)):
+                seconds += spent
                 bar.update(1)
         finally:
             bar.close()
-
-
-def tile_bytes(tile: int, dtype: torch.dtype) -> int:
-    """Bytes of one (tile, tile) block: what a worker holds per kind, and what a solver holds per thread."""
-    return tile * tile * torch.empty((), dtype=dtype).element_size()
-
-
-def disk_bytes(n1: int, n2: int, kinds: int, dtype: torch.dtype, symmetric: bool) -> int:
-    """Bytes of a complete store: n1·n2 entries per kind, about half when symmetric (the tiles I ≤ J)."""
-    entries = n1 * n2 if not symmetric else n1 * (n1 + 1) // 2
-    return math.ceil(entries * kinds * torch.empty((), dtype=dtype).element_size())
+    return seconds
