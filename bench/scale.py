@@ -10,8 +10,8 @@ Results go to bench/results/scale.json (after each part) and bench/results/scale
 --work (default /tmp/ntkit-scale-bench) and deleted at the end unless --keep.
 
 What is measured
-    * overhead: the FC NTK (3 hidden ReLU layers, float32) of 8,192 inputs on the sphere S⁹ in tiles of 2,048:
-      the 10 tiles I ≤ J computed in memory, one after the other on one thread (``arch.kernel`` on the same
+    * overhead: the FC NTK (3 hidden ReLU layers, float32) of 12,288 inputs on the sphere S⁹ in tiles of 2,048:
+      the 21 tiles I ≤ J computed in memory, one after the other on one thread (``arch.kernel`` on the same
       slices), against ``scale.kernel`` with a LocalCluster of 1 worker, then 2 workers (cluster start-up
       excluded; dask scheduling and the zarr writes included).
     * check8000: N = 8,000, float64: ``scale.solve`` (Nyström, rank 1,000) against ``predict.gp_inference`` and
@@ -70,7 +70,7 @@ def worker_peaks(client) -> dict:
 
 
 def part_overhead(work: Path) -> dict:
-    n, tile = 8192, 2048
+    n, tile = 12288, 2048
     x = sphere(n, 0)
     torch.set_num_threads(1)
     tiles = [(i, j) for i in range(n // tile) for j in range(i, n // tile)]
@@ -83,7 +83,7 @@ def part_overhead(work: Path) -> dict:
     out = {"n": n, "tile": tile, "tiles": len(tiles), "in_memory_s": in_memory}
     for workers in (1, 2):
         with client_for(None, n_workers=workers) as c:
-            c.run(lambda: ARCH.kernel(torch.randn(8, DIM)))  # warm-up imports in the workers
+            c.run(lambda: (__import__("ntkit.scale.kernel"), ARCH.kernel(torch.randn(8, DIM))))  # warm-up imports
             start = time.perf_counter()
             k = scale.kernel(ARCH, x, path=work / f"overhead{workers}.zarr", tile=tile, get="ntk", client=c,
                              progress=False)  # fmt: skip
