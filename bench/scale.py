@@ -125,7 +125,7 @@ def part_check8000(work: Path) -> dict:
     return out
 
 
-def part_regression(work: Path, n: int, tile: int, workers: int) -> dict:
+def part_regression(work: Path, n: int, tile: int, workers: int, plain_max_iter: int | None = None) -> dict:
     reg, tol, rank, m = 1e-4, 1e-5, 1000, 2000
     x, xt = sphere(n, 5), sphere(m, 6)
     y, yt = teacher_targets(torch.cat([x, xt]).double(), 7).split([n, m])
@@ -136,6 +136,7 @@ def part_regression(work: Path, n: int, tile: int, workers: int) -> dict:
         start = time.perf_counter()
         k = scale.kernel(ARCH, x, path=path, tile=tile, get="ntk", client=c)
         out["kernel_s"] = time.perf_counter() - start
+        out["kernel_resumed"] = k.compute_seconds == 0.0  # --reuse: the store was finished by an earlier run
         out["worker_peak_rss_mib_kernel"] = worker_peaks(c)
         out["disk_bytes"] = du(Path(path))
         out["driver_peak_rss_mib_kernel"] = status_kib("VmHWM") / 1024
@@ -145,7 +146,7 @@ def part_regression(work: Path, n: int, tile: int, workers: int) -> dict:
         out["solve_s"], out["cg_iterations"], out["cg_residuals"] = (time.perf_counter() - start, fit.iterations,
                                                                      fit.residuals)  # fmt: skip
         out["driver_peak_rss_mib_solve"] = status_kib("VmHWM") / 1024
-        budget = fit.iterations
+        budget = plain_max_iter or fit.iterations
         start = time.perf_counter()
         try:
             plain = scale.solve(k.ntk, y, diag_reg=reg, preconditioner=None, tol=tol, max_iter=budget)
@@ -194,14 +195,16 @@ def render(results: dict) -> str:
         lines += [f"## Kernel regression end to end, N = {r['n']:,}, float32", "",
                   f"Command: `{r.get('command', '')}`", "",
                   "| step | result |", "|---|---|",
-                  f"| kernel ({r['workers']} workers, tile {r['tile']}) | {r['kernel_s']:.0f} s |",
+                  f"| kernel ({r['workers']} workers, tile {r['tile']}) | "
+                  + ("finished by an earlier run (see below)" if r.get("kernel_resumed") else f"{r['kernel_s']:.0f} s")
+                  + " |",
                   f"| disk used by the store | {r['disk_bytes'] / 2**30:.2f} GiB |",
                   f"| peak RSS: driver (kernel / solve), workers | {r['driver_peak_rss_mib_kernel']:.0f} / "
                   f"{r['driver_peak_rss_mib_solve']:.0f} MiB; {workers} MiB |",
                   f"| CG, Nyström rank {r['rank']}, tol {r['tol']:g} | {r['cg_iterations']} iterations, "
                   f"{r['solve_s']:.0f} s "
                   "(includes the landmark pass and one check product) |",
-                  f"| plain CG, same iteration budget | {r['plain_iterations']} iterations, residual "
+                  f"| plain CG, same or given iteration budget | {r['plain_iterations']} iterations, residual "
                   f"{r['plain_residual']:.2e}, {r['plain_s']:.0f} s |",
                   f"| predict {r['test_points']:,} test points | {r['predict_s']:.0f} s |",
                   f"| test MSE / var(y) | {r['test_mse_over_var']:.4f} |", ""]  # fmt: skip
@@ -216,12 +219,14 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", default="/tmp/ntkit-scale-bench")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="keep --work: finished stores resume instead")
+    parser.add_argument("--plain-max-iter", type=int, default=None, help="plain CG budget (default: as Nyström)")
     parser.add_argument("--merge", action="store_true", help="keep the other parts' results in scale.json")
     args = parser.parse_args()
     work = Path(args.work)
-    if work.exists():
+    if work.exists() and not args.reuse:
         shutil.rmtree(work)
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     results_json = RESULTS / "scale.json"
     # parts run separately are merged: each keeps the command that measured it
     results = json.loads(results_json.read_text()) if results_json.exists() and args.merge else {}
@@ -235,7 +240,7 @@ def main() -> None:
             elif part == "check8000":
                 results[part] = part_check8000(work)
             elif part == "regression":
-                results[part] = part_regression(work, args.n, args.tile, args.workers)
+                results[part] = part_regression(work, args.n, args.tile, args.workers, args.plain_max_iter)
             else:
                 raise SystemExit(f"unknown part {part!r}")
             results[part]["command"] = command
