@@ -125,13 +125,9 @@ def create(layout: Layout, fingerprint: dict) -> None:
 
 
 @functools.lru_cache(maxsize=16)
-def _open(layout: Layout, name: str):
-    return _zarr().open_array(layout.path, path=name, mode="r+")
-
-
 def _array(layout: Layout, name: str):
     """The zarr array ``name`` of the store (opened once per process and layout)."""
-    return _open(layout, name)
+    return _zarr().open_array(layout.path, path=name, mode="r+")
 
 
 def done_mask(layout: Layout) -> np.ndarray:
