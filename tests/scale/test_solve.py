@@ -62,7 +62,7 @@ def test_agrees_with_gp_inference_and_gradient_descent_at_infinite_time(problem,
     torch.testing.assert_close(f_test, f_test_gd[:, 0], rtol=0, atol=1e-6 * float(gp.abs().max()))
 
 
-def test_bad_input_and_non_convergence(problem):
+def test_bad_input_and_non_convergence(problem, monkeypatch):
     k, x, y, dense = problem
     with pytest.raises(ValueError, match=f"y must be \\(N,\\) or \\(N, O\\) with N = {N}"):
         scale.solve(k.ntk, y[:-1], diag_reg=REG)
@@ -74,6 +74,12 @@ def test_bad_input_and_non_convergence(problem):
         scale.solve(k.ntk, y, diag_reg=REG, rank=N + 1)
     with pytest.raises(ValueError, match="diag_reg must be ≥ 0"):
         scale.solve(k.ntk, y, diag_reg=-1.0)
+    import psutil
+
+    with monkeypatch.context() as m:  # a machine with 100 kB free: the (N, rank) factors cannot fit
+        m.setattr(psutil, "virtual_memory", lambda: type("Memory", (), {"available": 100_000})())
+        with pytest.raises(ValueError, match="rank=40 needs about .* GiB for the Nyström preconditioner"):
+            scale.solve(k.ntk, y, diag_reg=REG, rank=40)
     with pytest.raises(scale.ConvergenceError, match=r"relative residual \S+ after 3 iterations") as err:
         scale.solve(k.ntk, y, diag_reg=REG, preconditioner=None, tol=1e-12, max_iter=3, progress=False)
     assert err.value.result.iterations == 3 and err.value.result.residuals[-1] > 1e-12

@@ -145,6 +145,8 @@ def test_full_disk_is_reported_and_leaves_the_tile_absent(tmp_path, client, monk
         scale.kernel(FC, x, path=path, tile=5, client=client, progress=False)
     assert err.value.errno == errno.ENOSPC
     assert not _store.is_done(scale.TiledKernel(path).layout, 1, 1)  # marker absent: the tile counts as missing
+    with pytest.raises(ValueError, match=r"is incomplete \(1 tiles missing\); rerun scale.kernel"):
+        scale.solve(scale.TiledKernel(path).ntk, torch.ones(10), diag_reg=1e-3)
     monkeypatch.setattr(_store, "write_tile", real)
     k = scale.kernel(FC, x, path=path, tile=5, client=client, progress=False)  # the rerun finishes it
     assert torch.equal(_dense(k, "ntk"), FC.kernel(x.float(), batch_size=5).ntk)

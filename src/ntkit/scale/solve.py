@@ -154,7 +154,7 @@ def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: st
         K not a square dask array, y not a float tensor or array.
     ValueError
         y's length differs from K's, NaN in y, diag_reg < 0, an unknown method/preconditioner/landmarks,
-        rank out of [1, N], tol ≤ 0, max_iter < 1, an incomplete store.
+        rank out of [1, N] or too large for the free memory, tol ≤ 0, max_iter < 1, an incomplete store.
     ConvergenceError
         (a RuntimeError) CG did not reach ``tol`` within ``max_iter``; the message names the residual reached.
 
@@ -179,6 +179,8 @@ def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: st
     y, vector = _targets(y, k.n)
     if preconditioner is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= k.n):
         raise ValueError(f"rank must be an int in [1, N = {k.n}]; got {rank!r}")
+    if preconditioner is not None:
+        _check_memory(k.n, rank)
     diag = k.diagonal()
     lam = float(diag_reg) * (1.0 if diag_reg_absolute_scale else float(diag.mean()))
     precondition = lambda r: r  # noqa: E731
@@ -201,6 +203,17 @@ def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: st
                                f"iterations (max_iter={max_iter}), tol={tol:g}. Raise max_iter or diag_reg, or use "
                                "preconditioner='nystrom' with a larger rank", result)  # fmt: skip
     return result
+
+
+def _check_memory(n: int, rank: int) -> None:
+    """Refuse a preconditioner that cannot fit: K[:, S], F, and F's SVD (U and a work copy) are N × rank float64."""
+    import psutil
+
+    needed = 4 * n * rank * 8
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise ValueError(f"rank={rank} needs about {needed / 2**30:.1f} GiB for the Nyström preconditioner of N = {n} "
+                         f"(4·N·rank float64), but {available / 2**30:.1f} GiB are available; lower rank")  # fmt: skip
 
 
 def _cg(matvec, y: np.ndarray, precondition, tol: float, max_iter: int, progress: bool):
