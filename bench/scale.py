@@ -208,6 +208,9 @@ def render(results: dict) -> str:
                   f"{r['plain_residual']:.2e}, {r['plain_s']:.0f} s |",
                   f"| predict {r['test_points']:,} test points | {r['predict_s']:.0f} s |",
                   f"| test MSE / var(y) | {r['test_mse_over_var']:.4f} |", ""]  # fmt: skip
+    notes = results.get("notes", [])
+    if notes:
+        lines += ["## Notes", ""] + [f"* {note}" for note in notes] + [""]
     return "\n".join(lines) + "\n"
 
 
@@ -222,7 +225,11 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="keep --work: finished stores resume instead")
     parser.add_argument("--plain-max-iter", type=int, default=None, help="plain CG budget (default: as Nyström)")
     parser.add_argument("--merge", action="store_true", help="keep the other parts' results in scale.json")
+    parser.add_argument("--render", action="store_true", help="only rewrite scale.md from scale.json")
     args = parser.parse_args()
+    if args.render:
+        (RESULTS / "scale.md").write_text(render(json.loads((RESULTS / "scale.json").read_text())))
+        return
     work = Path(args.work)
     if work.exists() and not args.reuse:
         shutil.rmtree(work)
