@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 DEMO_HOST ?= 127.0.0.1
 DEMO_PORT ?= 8765
 
-.PHONY: install test demo bench lint clean browser
+.PHONY: install test demo bench lint clean browser axe
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,15 @@ browser:
 	    echo "chromium not found and not root: the browser tests will skip; enable them: sudo apt-get install chromium"; \
 	  fi; }
 
-test: $(VENV)/.installed browser
+# axe-core checks the demo page's accessibility in the browser tests; npm installs it here, outside the package
+# (the tests inject it into the page; the server never serves it). Without npm those checks skip (fail in CI).
+AXE := .cache/npm/node_modules/axe-core/axe.min.js
+axe: $(AXE)
+$(AXE):
+	@command -v npm >/dev/null 2>&1 && npm install --prefix .cache/npm --no-audit --no-fund --silent axe-core@4 \
+	  || echo "npm not found or offline: the demo's accessibility check will skip (fail in CI)"
+
+test: $(VENV)/.installed browser axe
 	$(PY) -m pytest
 
 demo: $(VENV)/.installed

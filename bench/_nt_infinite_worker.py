@@ -59,6 +59,8 @@ def build_stax(layers: list[dict]):
             out.append(stax.GlobalAvgPool())
         elif op == "flatten":
             out.append(stax.Flatten())
+        elif op == "attention":  # ntkit's SelfAttention(scaling="linear", attention="softmax")
+            out.append(stax.GlobalSelfAttention(1, 1, 1, 1, linear_scaling=True, b_std=layer["b_std"]))
         else:
             raise ValueError(f"unknown layer op {op!r}")
     return stax.serial(*out)

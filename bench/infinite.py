@@ -13,7 +13,9 @@ What is computed
     * ``cntk``: a CNTK with global average pooling, [Conv2d 3x3 "same", ReLU] x 5, GlobalAvgPool2d, Linear,
       on N=100 images 1x8x8;
     * ``myrtle``: Myrtle-5 style, [Conv, ReLU] x 2, AvgPool2d(2), Conv, ReLU, AvgPool2d(2), Conv, ReLU,
-      AvgPool2d(4), Flatten, Linear, on N=32 images 3x16x16.
+      AvgPool2d(4), Flatten, Linear, on N=32 images 3x16x16;
+    * ``attention`` (issue 13): Conv, ReLU, SelfAttention (softmax, linear scaling, b_std=0.1; the pixels are
+      64 tokens), ReLU, Conv, ReLU, GlobalAvgPool2d, Linear, on N=64 images 3x8x8.
 
     Inputs are standard normal (seed 0). Both libraries get the same inputs and the same layer list
     (``WORKLOADS``), ntkit as an ``nk.Sequential``, neural-tangents as a ``stax.serial``
@@ -99,6 +101,15 @@ WORKLOADS = {
         8,
         0.1,
     ),
+    # issue 13: softmax self-attention (linear scaling, the closed form) between two conv blocks, 64 tokens
+    "attention": (
+        "Attention: conv 3x3, ReLU, self-attention, ReLU, conv 3x3, ReLU, GAP, 3x8x8",
+        [_conv(), RELU, {"op": "attention", "b_std": B_STD}, RELU, _conv(), RELU, {"op": "gap"}, _dense()],
+        (3, 8, 8),
+        64,
+        8,
+        0.3,
+    ),
 }
 
 
@@ -123,6 +134,8 @@ def ntkit_arch(layers: list[dict]):
             out.append(nk.GlobalAvgPool2d())
         elif op == "flatten":
             out.append(nk.Flatten())
+        elif op == "attention":
+            out.append(nk.SelfAttention(1, b_std=layer["b_std"]))
         else:
             raise ValueError(f"unknown layer op {op!r}")
     return nk.Sequential(*out)

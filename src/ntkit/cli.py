@@ -3,55 +3,107 @@
 from __future__ import annotations
 
 import argparse
-import csv
+import math
+import secrets
 import sys
-from pathlib import Path
 
 
-def _widths(text: str) -> tuple[int, ...]:
+def _positive_ints(option: str):
+    """An argparse type: comma-separated positive integers, with messages that name ``option``."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{option} must be comma-separated positive integers; got {text!r}"
+            ) from None
+        if any(v < 1 for v in values):
+            raise argparse.ArgumentTypeError(f"{option} must be positive; got {text!r}")
+        return values
+
+    return parse
+
+
+_widths = _positive_ints("--widths")
+
+
+def _number(option: str, low: float, high: float = math.inf, low_included: bool = False):
+    """An argparse type: one finite number in (low, high] (or [low, high] when ``low_included``)."""
+    interval = (
+        f"{'[' if low_included else '('}{low:g}, {high:g}]"
+        if high < math.inf
+        else f"{'≥' if low_included else '>'} {low:g}"
+    )
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        inside = (low <= value if low_included else low < value) and value <= high
+        if not math.isfinite(value) or not inside:
+            raise argparse.ArgumentTypeError(f"{option} must be a finite number {interval}; got {text!r}")
+        return value
+
+    return parse
+
+
+def _non_negative(option: str):
+    """An argparse type: one integer ≥ 0."""
+    return _integer(option, 0, "an integer ≥ 0")
+
+
+def _refuse(command: str, exc: Exception) -> int:
+    print(f"ntkit {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _start_folder(command: str, args: argparse.Namespace, config: dict, check_fits):
+    """Check the memory and --out (in milliseconds, before any work), then start the run folder; None if refused."""
+    from ntkit._runs import RunFolder, check_writable
+
     try:
-        widths = tuple(int(w) for w in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--widths must be comma-separated positive integers; got {text!r}") from None
-    if any(w < 1 for w in widths):
-        raise argparse.ArgumentTypeError(f"--widths must be positive; got {text!r}")
-    return widths
+        check_fits()
+        check_writable(args.out, "--out")
+        args.folder = RunFolder(args.out, command, config, args.argv, "--out").start()
+        return args.folder
+    except (ValueError, MemoryError) as exc:
+        _refuse(command, exc)
+        return None
 
 
 def _example(args: argparse.Namespace) -> int:
     from ntkit.examples import width_convergence as ex
 
+    config = {"widths": args.widths, "seeds": args.seeds, "seed": args.seed}
+    folder = _start_folder("example", args, config, lambda: ex.check_fits(args.widths, "--widths"))
+    if folder is None:
+        return 2
     print("Empirical NTK of f(x) = a·relu(Wx + b)/√m at initialisation; kernel regression on sin(3x), 40 points")
     print(f"widths {', '.join(map(str, args.widths))}; means over {args.seeds} seeds")
-    results = ex.run(widths=args.widths, seeds=args.seeds, seed=args.seed)
+    results = ex.run(widths=args.widths, seeds=args.seeds, seed=args.seed, progress=True, folder=folder)
     print(ex.format_table(results))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "width_convergence.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(ex.records(results)[0]))
-        writer.writeheader()
-        writer.writerows(ex.records(results))
-    path = ex.plot(results, out / "width_convergence.png", seed=args.seed)
-    print(f"plot: {path.resolve()}")
+    paths = ex.save(results, folder, seed=args.seed)
+    print(f"plot: {paths['plot'].resolve()}")
     return 0
 
 
 def _dynamics(args: argparse.Namespace) -> int:
     from ntkit.examples import linearized_dynamics as ld
 
+    config = {"architectures": args.architectures, "widths": args.widths, "seeds": args.seeds, "times": args.times}
+    folder = _start_folder("dynamics", args, config, lambda: ld.check_fits(args.architectures, args.widths, "--widths"))
+    if folder is None:
+        return 2
     print("Trained networks against the closed-form prediction from their own initial NTK (Lee et al. 2019)")
     print(f"{', '.join(args.architectures)}; widths {', '.join(map(str, args.widths))}; {args.seeds} seeds; "
           f"times {', '.join(map(str, args.times))} steps")  # fmt: skip
-    runs = ld.run(architectures=args.architectures, widths=args.widths, seeds=args.seeds, times=args.times)
+    runs = ld.run(architectures=args.architectures, widths=args.widths, seeds=args.seeds, times=args.times,
+                  folder=folder)  # fmt: skip
     print(ld.format_table(ld.summary(runs)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = ld.records(runs)
-    with open(out / "linearized_dynamics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"plot: {ld.plot(runs, out / 'linearized_dynamics.png').resolve()}")
+    paths = ld.save(runs, folder)
+    print(f"plot: {paths['plot'].resolve()}")
     return 0
 
 
@@ -63,8 +115,10 @@ def _demo(args: argparse.Namespace) -> int:
             f"ntkit demo needs the demo extras ({exc}); install them with: pip install 'ntkit[demo]'", file=sys.stderr
         )
         return 1
+    token = secrets.token_urlsafe(18) if args.token == "" else args.token
     try:
-        serve(host=args.host, port=args.port, threads=args.threads)
+        serve(host=args.host, port=args.port, threads=args.threads, token=token,
+              trusted_origins=tuple(args.trusted_origin))  # fmt: skip
     except ValueError as exc:
         print(f"ntkit demo: {exc}", file=sys.stderr)
         return 2
@@ -95,33 +149,66 @@ def _alphas(text: str) -> tuple[float, ...]:
 
 
 def _positive(option: str):
+    return _integer(option, 1, "a positive integer")
+
+
+def _integer(option: str, minimum: int, expected: str):
+    """An argparse type: one integer ≥ ``minimum``; the message says ``option`` must be ``expected``."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{option} must be a positive integer; got {text!r}")
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{option} must be {expected}; got {text!r}")
         return value
 
     return parse
 
 
 def _regimes(args: argparse.Namespace) -> int:
-    from ntkit.regimes.experiment import run_regimes
+    from ntkit._runs import check_writable
+    from ntkit.examples.regimes_sweep import check_fits, run_regimes
 
-    out = Path(args.out or f"results/regimes/{args.task}")
+    args.out = args.out or f"results/regimes/{args.task}"
+    try:
+        check_fits(args.task, args.widths, args.depth, "--widths")
+        check_writable(args.out, "--out")
+    except (ValueError, MemoryError) as exc:
+        return _refuse("regimes", exc)
     print(
         f"ntkit regimes: task {args.task}, widths {', '.join(map(str, args.widths))}, parameterizations "
         f"{', '.join(args.parameterizations)}, α {', '.join(f'{a:g}' for a in args.alphas)}, {args.seeds} seed(s)"
     )
     result = run_regimes(task=args.task, widths=args.widths, parameterizations=args.parameterizations,
-                         alphas=args.alphas, seeds=args.seeds, out=out, steps=args.steps, depth=args.depth,
+                         alphas=args.alphas, seeds=args.seeds, out=args.out, steps=args.steps, depth=args.depth,
                          lr_fraction=args.lr_fraction, jacot=not args.no_jacot, threads=args.threads,
-                         b_std=args.b_std)  # fmt: skip
+                         b_std=args.b_std, argv=args.argv, out_option="--out")  # fmt: skip
     for (p, a), slope in result["slopes"].items():
         print(f"  kernel change ∝ width^{slope:+.2f}  ({p}, α={a:g})")
     print(f"report: {result['paths']['summary'].resolve()}")
+    return 0
+
+
+def _smalldata(args: argparse.Namespace) -> int:
+    from ntkit.examples import smalldata as sd
+
+    config = {"datasets": args.datasets, "methods": args.methods, "folds": args.folds,
+              "inner_folds": args.inner_folds, "grid": args.grid, "seed": args.seed}  # fmt: skip
+    if args.folds < 2 or args.inner_folds < 2:
+        return _refuse("smalldata", ValueError(f"--folds and --inner-folds must be ≥ 2; got {args.folds}, "
+                                               f"{args.inner_folds}"))  # fmt: skip
+    folder = _start_folder("smalldata", args, config, lambda: None)
+    if folder is None:
+        return 2
+    print(f"Small-data study (Arora et al. 2020): {', '.join(args.datasets)}; {', '.join(args.methods)}; "
+          f"{args.folds} outer folds, {args.inner_folds} inner folds, {args.grid} grid, seed {args.seed}")  # fmt: skip
+    results = sd.run(args.datasets, args.methods, folds=args.folds, inner_folds=args.inner_folds, grid=args.grid,
+                     seed=args.seed, progress=not args.no_progress, folder=folder)  # fmt: skip
+    paths = sd.save(results, folder)
+    print(paths["table"].read_text(), end="")
+    print(f"table: {paths['table'].resolve()}\nplot: {paths['plot'].resolve()}")
     return 0
 
 
@@ -130,8 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     example = sub.add_parser("example", help="the worked example: NTK regression at growing width")
     example.add_argument("--widths", type=_widths, default=(64, 256, 1024, 4096), help="comma-separated widths")
-    example.add_argument("--seeds", type=int, default=10, help="initialisations to average over")
-    example.add_argument("--seed", type=int, default=0, help="first seed")
+    example.add_argument("--seeds", type=_positive("--seeds"), default=10, help="initialisations to average over")
+    example.add_argument("--seed", type=_non_negative("--seed"), default=0, help="first seed")
     example.add_argument("--out", default="results/example", help="folder for the plot and table")
     example.set_defaults(run=_example)
     dynamics = sub.add_parser("dynamics", help="trained networks against their closed-form NTK dynamics by width")
@@ -139,17 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
                           help="comma-separated: mlp, cnn")  # fmt: skip
     dynamics.add_argument("--widths", type=_widths, default=(64, 256, 1024, 4096), help="comma-separated widths")
     dynamics.add_argument("--seeds", type=_positive("--seeds"), default=2, help="initialisations per width")
-    dynamics.add_argument("--times", type=_widths, default=(10, 30, 100), help="steps at which to compare")
+    dynamics.add_argument("--times", type=_positive_ints("--times"), default=(10, 30, 100),
+                          help="steps at which to compare")  # fmt: skip
     dynamics.add_argument("--out", default="results/dynamics", help="folder for the plot and table")
     dynamics.set_defaults(run=_dynamics)
     demo = sub.add_parser("demo", help="the interactive page: a network trains beside its NTK prediction")
     demo.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     demo.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     demo.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest on a busy machine)")
+    demo.add_argument("--token", nargs="?", const="", default=None, metavar="TOKEN",
+                      help="require this token (8+ characters) on every API call; without a value, generate one; "
+                      "the printed address carries it")  # fmt: skip
+    demo.add_argument("--trusted-origin", action="append", default=[], metavar="ORIGIN",
+                      help="another origin (http://name:port) whose pages may call the API; repeatable")  # fmt: skip
     demo.set_defaults(run=_demo)
 
+    from ntkit.data.tasks import TASKS
     from ntkit.regimes.parameterization import PARAMETERIZATIONS
-    from ntkit.regimes.tasks import TASKS
 
     regimes = sub.add_parser("regimes", help="lazy training against feature learning across widths and "
                              "parameterizations; writes a report folder")  # fmt: skip
@@ -172,15 +265,36 @@ def build_parser() -> argparse.ArgumentParser:
     regimes.add_argument("--depth", type=_positive("--depth"), default=1, help="hidden layers")
     regimes.add_argument(
         "--lr-fraction",
-        type=float,
+        type=_number("--lr-fraction", 0.0, 1.0),
         default=0.5,
         help="learning rate as a fraction of the infinite-width NTK's largest stable rate",
     )
-    regimes.add_argument("--b-std", type=float, default=None, help="bias scale (default: 1, digits 0.1)")
+    regimes.add_argument(
+        "--b-std",
+        type=_number("--b-std", 0.0, low_included=True),
+        default=None,
+        help="bias scale (default: 1, digits 0.1)",
+    )
     regimes.add_argument("--threads", type=_positive("--threads"), default=1, help="torch threads")
     regimes.add_argument("--no-jacot", action="store_true", help="skip Jacot et al.'s figure 1")
     regimes.add_argument("--out", default=None, help="report folder (default results/regimes/TASK)")
     regimes.set_defaults(run=_regimes)
+
+    from ntkit.examples.smalldata import DATASETS, DEPTHS, METHODS
+
+    smalldata = sub.add_parser("smalldata", help="NTK/NNGP estimators against random forests, RBF SVMs and MLPs "
+                               "on scikit-learn's UCI data sets (Arora et al. 2020)")  # fmt: skip
+    smalldata.add_argument("--datasets", type=_names("--datasets", DATASETS), default=DATASETS,
+                           help="comma-separated: " + ", ".join(DATASETS))  # fmt: skip
+    smalldata.add_argument("--methods", type=_names("--methods", METHODS), default=METHODS,
+                           help="comma-separated: " + ", ".join(METHODS))  # fmt: skip
+    smalldata.add_argument("--folds", type=_positive("--folds"), default=4, help="outer folds (test scores)")
+    smalldata.add_argument("--inner-folds", type=_positive("--inner-folds"), default=3, help="folds of the search")
+    smalldata.add_argument("--grid", choices=tuple(DEPTHS), default="default", help="hyperparameter grid size")
+    smalldata.add_argument("--seed", type=int, default=0, help="seed of the folds, the forest and the MLP")
+    smalldata.add_argument("--no-progress", action="store_true", help="no progress bar")
+    smalldata.add_argument("--out", default="results/smalldata", help="folder for the table, CSV and plot")
+    smalldata.set_defaults(run=_smalldata)
 
     from ntkit.scale._cli import add_commands as add_scale_commands
 
@@ -188,9 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands that store their cells in a ``ntkit._runs.RunFolder``: Ctrl-C keeps what is done, a rerun resumes.
+RESUMABLE = ("example", "dynamics", "regimes", "smalldata")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    args.argv = argv
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        if args.command not in RESUMABLE:
+            raise
+        print(f"ntkit {args.command}: interrupted; every finished cell is stored: rerun the same command to resume",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    finally:
+        if getattr(args, "folder", None) is not None:
+            args.folder.close()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ them (Yang & Hu, *Tensor Programs IV*, 2021).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -126,3 +128,68 @@ class ParallelBranches(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [branch(x) for branch in self.branches]
         return torch.cat(outs, dim=1) if self.combine == "concat" else sum(outs[1:], outs[0])
+
+
+AFFINE_MODULES = (NTKLinear, NTKConv1d, NTKConv2d)
+
+
+def to_mup(model: nn.Module, *, only_marked: bool = False) -> nn.Module:
+    """Turn an NTK-parameterized network into μP, in place: a pass after ``arch.build`` (which calls it for
+    ``parameterization="mup"``), so that layer specs need not know about μP.
+
+    μP (Yang & Hu, *Tensor Programs IV: Feature Learning in Infinite-Width Neural Networks*, ICML 2021, Table 3),
+    in the gauge where every stored tensor is N(0, 1) (their abc-symmetry (a, b, c) → (a + b, 0, c − 2b) per
+    tensor), is the NTK network with the readout divided by √width, plus learning-rate factors. The affine
+    modules (``NTKLinear``, ``NTKConv1d/2d``) in ``model.modules()`` order are the input layer (the first), the
+    output layer (the last) and hidden layers; with n_in and n_out their input and output widths (channels for
+    convolutions):
+
+    * output layer: weight and bias multipliers divided by √n_in; learning-rate factors n_in and n_in;
+    * input layer: factors n_out (weight) and n_out (bias); hidden layers: n_in (weight) and n_out (bias);
+    * a network with a single affine layer is unchanged.
+
+    The factors go to ``weight_lr_scale``/``bias_lr_scale`` (read by ``ntkit.regimes.mup_param_groups``), the
+    role to ``mup_role``.
+
+    Parameters
+    ----------
+    model:
+        A network whose affine modules are NTK-parameterized (as ``arch.build`` makes them).
+    only_marked:
+        Convert only the affine modules whose ``parameterization`` is "mup" (roles still count all of them).
+
+    Returns
+    -------
+    The same ``model``.
+
+    Raises
+    ------
+    ValueError
+        If a module was already converted (the readout would be divided twice) or is standard-parameterized.
+
+    Example
+    -------
+    >>> import torch, ntkit as nk
+    >>> model = nk.Sequential(nk.Linear(64), nk.ReLU(), nk.Linear(1)).build((3,))
+    >>> to_mup(model)[-1].weight_lr_scale
+    64.0
+    """
+    affine = [m for m in model.modules() if isinstance(m, AFFINE_MODULES)]
+    for index, m in enumerate(affine):
+        if only_marked and getattr(m, "parameterization", None) != "mup":
+            continue
+        if hasattr(m, "mup_role"):
+            raise ValueError(f"{m!r} is already in μP (mup_role={m.mup_role!r}); to_mup would rescale it twice")
+        if getattr(m, "parameterization", "ntk") == "standard":
+            raise ValueError(f"to_mup needs NTK-parameterized modules; {m!r} is standard-parameterized")
+        first, last = index == 0, index == len(affine) - 1
+        role = "only" if first and last else "input" if first else "output" if last else "hidden"
+        n_in = float(m.in_features if isinstance(m, NTKLinear) else m.in_channels)
+        n_out = float(m.out_features if isinstance(m, NTKLinear) else m.out_channels)
+        factors = {"only": (1.0, 1.0), "input": (n_out, n_out), "hidden": (n_in, n_out), "output": (n_in, n_in)}
+        if role == "output":
+            m.weight_multiplier /= math.sqrt(n_in)
+            m.bias_multiplier /= math.sqrt(n_in)
+        m.weight_lr_scale, m.bias_lr_scale = factors[role]
+        m.mup_role, m.parameterization = role, "mup"
+    return model

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ntkit.demo.app import STATIC
+from ntkit.demo.params import FRAME_COST_STEPS
 
 SMALL = {"width": 64, "steps": 20, "learning_rate": 0.3, "task": "sin", "seed": 1}
 LONG = {"width": 1024, "steps": 5000, "learning_rate": 0.3, "task": "sin"}  # 3073 parameters × 5000 < the 2e7 cap
@@ -79,9 +80,9 @@ def test_a_bad_parameter_answers_422_naming_it(live_server, name, value):
 
 def test_bad_bodies_and_client_ids(live_server):
     url = f"{live_server.url}/api/run"
-    assert httpx.post(url, content=b"{not json").status_code == 400
+    assert httpx.post(url, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
     assert httpx.post(url, json=[1, 2]).status_code == 422
-    for client in (None, "", "a b", "x" * 65, 3):
+    for client in (None, "", "a b", "x" * 65, 3, "ab\n", "\nab", "ab\r\n"):
         response = httpx.post(url, json={**SMALL, "client": client})
         assert response.status_code == 422 and response.json()["errors"][0]["param"] == "client"
     response = httpx.post(url, json={**SMALL, "client": "ok", "widht": 3})
@@ -93,9 +94,12 @@ def test_the_work_cap_is_enforced_by_the_server(live_server):
     response = httpx.post(f"{live_server.url}/api/run", json={**SMALL, "width": 4096, "steps": 5000, "client": "c"})
     assert response.status_code == 422
     (error,) = response.json()["errors"]
-    assert error["param"] == "steps" and "cap" in error["message"] and "at most 1,627 steps" in error["message"]
+    # 12,289 parameters; 10 frames + 1 each cost FRAME_COST_STEPS steps: steps ≤ 2e7/12289 − 40·11 = 1187.5
+    assert FRAME_COST_STEPS == 40
+    assert error["param"] == "steps" and "cap" in error["message"] and "at most 1,187 steps" in error["message"]
     limits = httpx.post(f"{live_server.url}/api/limits", json={**SMALL, "width": 4096, "steps": 5000}).json()
-    assert limits["work"] == 12289 * 5000 and limits["work_cap"] == 2e7 and limits["n_parameters"] == 12289
+    assert limits["work"] == 12289 * (5000 + 40 * 11) and limits["work_cap"] == 2e7
+    assert limits["n_parameters"] == 12289
 
 
 def test_an_unstable_learning_rate_is_refused_with_the_limit(live_server):

@@ -7,50 +7,11 @@ Screenshots land in ``test-artifacts/demo/``. ``NTKIT_CHROMIUM=/path/to/chromium
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import pytest
 
-from .conftest import LiveServer
+from .conftest import ARTIFACTS, LiveServer
 
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "demo"
-REQUIRED = os.environ.get("CI", "").lower() not in ("", "0", "false") or os.environ.get("NTKIT_REQUIRE_BROWSER") == "1"
-HOW = ("install Debian's chromium (`apt-get install chromium`, which `make test` does when run as root) and the "
-       "dev extras (`pip install -e '.[dev]'`)")  # fmt: skip
 PLOTS = [f"plot-{kind}-{slot}" for kind in ("fn", "loss", "kernel", "slice", "spectrum") for slot in "AB"]
-
-
-def _chromium() -> str | None:
-    """``NTKIT_CHROMIUM`` if set (a path), else Debian's ``chromium`` on PATH or at /usr/bin/chromium."""
-    chosen = os.environ.get("NTKIT_CHROMIUM")
-    if chosen is not None:
-        return chosen if Path(chosen).is_file() else None
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    return found or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-
-
-def _unavailable(reason: str):
-    if REQUIRED:
-        pytest.fail(f"browser tests are required here (CI) but {reason}; {HOW}")
-    pytest.skip(f"{reason}; to run the browser tests, {HOW}")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("Playwright's Python client is not installed")
-    executable = _chromium()
-    if executable is None:
-        _unavailable("no chromium executable was found")
-    with sync_playwright() as p:
-        # Never `playwright install`: the browser is the system's. --no-sandbox because CI runs as root.
-        b = p.chromium.launch(executable_path=executable, args=["--no-sandbox", "--disable-dev-shm-usage"])
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +91,17 @@ def test_a_narrow_and_a_wide_run_side_by_side(browser, server):
 
     page.screenshot(path=str(ARTIFACTS / "02-runs-1280.png"), full_page=True)
     page.locator("#experiment").screenshot(path=str(ARTIFACTS / "03-experiment-1280.png"))
-    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_viewport_size({"width": 375, "height": 812})
     page.wait_for_timeout(600)  # Plotly resizes its plots to the new width
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(ARTIFACTS / "04-top-390.png"))
+    page.screenshot(path=str(ARTIFACTS / "04-top-375.png"))
     page.locator("#experiment").scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "05-controls-390.png"))
+    page.screenshot(path=str(ARTIFACTS / "05-controls-375.png"))
     page.locator("#reveal-A").scroll_into_view_if_needed()
-    page.screenshot(path=str(ARTIFACTS / "06-reveal-390.png"))
-    page.screenshot(path=str(ARTIFACTS / "07-full-390.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / "06-reveal-375.png"))
+    page.screenshot(path=str(ARTIFACTS / "07-full-375.png"), full_page=True)
     width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
+    assert width <= 375, f"the page scrolls sideways at phone width ({width}px)"
     assert not problems, problems
     assert not remote, f"the page loaded something from elsewhere: {remote}"
     page.close()

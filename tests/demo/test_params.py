@@ -6,7 +6,17 @@ import math
 
 import pytest
 
-from ntkit.demo.params import DEFAULT_WORK_CAP, SPEC, ParamError, RunParams, n_parameters, parse_params, work
+from ntkit.demo.params import (
+    DEFAULT_WORK_CAP,
+    FRAME_COST_STEPS,
+    SPEC,
+    ParamError,
+    RunParams,
+    cost_model,
+    n_parameters,
+    parse_params,
+    work,
+)
 
 GOOD = {"width": 64, "depth": 2, "activation": "erf", "parameterization": "mup", "alpha": 4.0,
         "learning_rate": 0.2, "steps": 100, "task": "circles", "seed": 7}  # fmt: skip
@@ -80,27 +90,52 @@ def test_alpha_null_means_plain_training():
     assert parse_params({**GOOD, "alpha": None}).alpha is None
 
 
-def test_work_is_parameters_times_steps():
+def test_work_is_parameters_times_steps_and_frames():
     # one hidden layer, 1 input, 1 output: n·2 + (n + 1) parameters
     assert n_parameters(32, 1, 1, 1) == 32 * 2 + 33
     assert n_parameters(32, 3, 2, 1) == 32 * 3 + 2 * 32 * 33 + 33
-    assert work(RunParams(width=32, depth=3, task="spirals", steps=10)) == 10 * n_parameters(32, 3, 2, 1)
+    p = n_parameters(32, 3, 2, 1)
+    # 10 steps stream a frame at t = 0 and one after each step (10 ≤ n_frames), each costing FRAME_COST_STEPS steps
+    # A 2-D step costs more than a sin(3x) one (the unit); a deeper network's frame costs fewer of its steps.
+    assert cost_model("sin", 1) == (1.0, FRAME_COST_STEPS) == (1.0, 40)
+    c, k = cost_model("spirals", 3)
+    assert c > 1 and k < FRAME_COST_STEPS
+    assert work(RunParams(width=32, depth=3, task="spirals", steps=10)) == c * p * (10 + k * 11)
+    assert work(RunParams(width=32, depth=3, task="spirals", steps=10), n_frames=4) == c * p * (10 + k * 5)
+    assert work(RunParams(width=32, depth=1, task="sin", steps=10)) == n_parameters(32, 1, 1, 1) * (10 + 40 * 11)
 
 
-def test_the_work_cap_refuses_large_runs_and_says_what_fits():
+def _most_by_search(width: int, depth: int, task: str, cap: float, n_frames: int) -> int:
+    """The most steps in [1, 5000] whose work fits the cap, by trying every one (0 if none)."""
+    fits = [s for s in range(1, 5001) if work(RunParams(width=width, depth=depth, task=task, steps=s), n_frames) <= cap]
+    return max(fits, default=0)
+
+
+@pytest.mark.parametrize(
+    ("width", "depth", "task", "cap", "n_frames"),
+    [(1024, 4, "sin", DEFAULT_WORK_CAP, 50), (4096, 1, "sin", 2e7, 10), (512, 2, "sin", 3e7, 50),
+     (256, 2, "sin", 2e8, 7), (8192, 1, "spirals", DEFAULT_WORK_CAP, 50), (256, 3, "circles", 1e8, 50),
+     (1024, 4, "spirals", DEFAULT_WORK_CAP, 50)],
+)  # fmt: skip
+def test_the_work_cap_refuses_large_runs_and_says_what_fits(width, depth, task, cap, n_frames):
+    most = _most_by_search(width, depth, task, cap, n_frames)
+    assert 0 < most < 5000
+    raw = {"width": width, "depth": depth, "task": task}
+    with pytest.raises(ParamError) as info:
+        parse_params({**raw, "steps": most + 1}, work_cap=cap, n_frames=n_frames)
+    (error,) = info.value.errors
+    assert error["param"] == "steps" and "cap" in error["message"]
+    assert f"at most {most:,} step{'s' if most > 1 else ''} at" in error["message"]
+    parse_params({**raw, "steps": most}, work_cap=cap, n_frames=n_frames)
+
+
+def test_the_widest_run_fits_and_the_largest_network_is_refused():
     widest = {"width": 8192, "depth": 1, "steps": 5000}
     assert parse_params(widest).width == 8192  # the widest one-layer run is allowed at full length by default
-    with pytest.raises(ParamError) as info:
-        parse_params({"width": 1024, "depth": 4, "steps": 5000})
-    (error,) = info.value.errors
-    assert error["param"] == "steps"
-    most = int(DEFAULT_WORK_CAP // n_parameters(1024, 4, 1, 1))
-    assert f"at most {most:,} steps" in error["message"] and "cap" in error["message"]
-    parse_params({"width": 1024, "depth": 4, "steps": most})
     with pytest.raises(ParamError, match="smaller width or depth") as info:
         parse_params({"width": 8192, "depth": 2, "steps": 1})
     assert info.value.errors[0]["param"] == "width" and "67," in info.value.errors[0]["message"]
-    with pytest.raises(ParamError, match="at most 1 step at"):
-        parse_params({"width": 4096, "depth": 2, "steps": 2}, work_cap=2e7)
+    with pytest.raises(ParamError, match="choose a smaller width or depth"):
+        parse_params({"width": 4096, "depth": 2, "steps": 1}, work_cap=2e7)
     with pytest.raises(ParamError, match="too large"):
         parse_params({"width": 64, "steps": 1000}, work_cap=1000)

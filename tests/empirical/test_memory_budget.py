@@ -35,5 +35,9 @@ def test_unreadable_free_memory_gives_the_default(monkeypatch):
     def no_proc(path, *args, **kwargs):
         raise OSError("no /proc here")
 
+    def no_sysconf(name):
+        raise ValueError(name)
+
     monkeypatch.setattr(builtins, "open", no_proc)
+    monkeypatch.setattr("os.sysconf", no_sysconf)
     assert _common.memory_budget(torch.device("cpu")) == _common.DEFAULT_MEMORY_BUDGET

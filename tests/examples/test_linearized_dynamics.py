@@ -8,13 +8,14 @@ import torch
 
 from ntkit.cli import main
 from ntkit.examples import linearized_dynamics as ld
+from ntkit.examples.common import log_log_slope, stable_learning_rate
 
 
 def test_gap_to_the_closed_form_shrinks_about_as_one_over_sqrt_width():
     """16× the width: the RMS gap falls by about √16 = 4 (Lee et al. 2019, Theorem 2.1); we ask for more than 2,
     and far less than the 16 that a 1/width law would give (seed-averaged, so one draw does not decide)."""
     data = ld.task("mlp")
-    rate = ld.stable_learning_rate("mlp", data)
+    rate = stable_learning_rate(ld.architecture("mlp", 1), data, 0.5)
     gaps = {}
     for width in (32, 512):
         runs = [ld.run_one("mlp", width, seed, (10, 30), data, rate) for seed in range(3)]
@@ -34,7 +35,9 @@ def test_at_the_first_step_the_gap_is_second_order_in_the_step():
 
 def test_slope_of_an_exact_power_law():
     widths = [16, 64, 256]
-    assert ld.slope(widths, [3.0 * w**-0.5 for w in widths]) == pytest.approx(-0.5, abs=1e-12)
+    assert log_log_slope(widths, [3.0 * w**-0.5 for w in widths]) == pytest.approx(-0.5, abs=1e-12)
+    with pytest.raises(ValueError, match="at least two distinct x"):
+        log_log_slope([8, 8], [1.0, 2.0])
 
 
 def test_bad_settings():

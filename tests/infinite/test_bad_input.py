@@ -180,13 +180,14 @@ def test_padded_convolution_with_stride(cls, stride, padding):
     "make, message",
     [
         (lambda: nk.Linear(0), r"out_features must be a positive int; got 0"),
-        (lambda: nk.Linear(4.0), r"out_features must be a positive int; got 4.0"),
         (lambda: nk.Conv2d(0, 3), r"out_channels must be a positive int; got 0"),
         (lambda: nk.Conv2d(4, 0), r"kernel_size must be a positive int or 2 positive ints; got 0"),
         (lambda: nk.Conv2d(4, (3, 3, 3)), r"kernel_size must be a positive int or 2 positive ints"),
         (lambda: nk.Conv1d(4, 3, stride=0, padding="valid"), r"stride must be a positive int or 1 positive ints"),
-        (lambda: nk.Linear(4, W_std=0.0), r"W_std must be > 0 and b_std ≥ 0"),
-        (lambda: nk.Linear(4, b_std=-0.1), r"W_std must be > 0 and b_std ≥ 0"),
+        (lambda: nk.Linear(4, W_std=0.0), r"W_std must be > 0; got 0.0"),
+        (lambda: nk.Linear(4, b_std=-0.1), r"b_std must be ≥ 0; got -0.1"),
+        (lambda: nk.Linear(4, W_std=float("nan")), r"W_std must be finite; got nan"),
+        (lambda: nk.Conv2d(4, 3, b_std=float("inf")), r"b_std must be finite; got inf"),
         (lambda: nk.AvgPool2d(0), r"kernel_size must be a positive int or 2 positive ints"),
     ],
 )
@@ -229,7 +230,8 @@ def test_layernorm_after_a_nonlinearity(arch, x):
 @pytest.mark.parametrize("in_shape", [(), (-1,), (0, 4), (3.0,), (2, "6", 6)])
 def test_build_with_a_bad_in_shape(in_shape):
     with pytest.raises(
-        ValueError, match=re.escape(f"in_shape must be a tuple of positive ints such as (3, 32, 32); got {in_shape!r}")
+        ValueError,
+        match=re.escape(f"in_shape must be a non-empty tuple of positive ints such as (3, 32, 32); got {in_shape!r}"),
     ):
         nk.Linear(4).build(in_shape)
 
@@ -237,3 +239,22 @@ def test_build_with_a_bad_in_shape(in_shape):
 def test_build_with_an_in_shape_that_does_not_fit():
     with pytest.raises(ValueError, match=r"Conv2d.*needs \(N, C, H, W\) inputs but gets per-example shape \(5,\)"):
         nk.Sequential(nk.Conv2d(4, 3), nk.ReLU()).build((5,))
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: nk.Linear(4.0), r"out_features must be a positive int; got 4.0 \(float\)"),
+        (lambda: nk.Linear(4, W_std="1"), r"W_std must be a real number; got '1' \(str\)"),
+        (lambda: nk.Conv1d(4, 3, b_std=True), r"b_std must be a real number; got True \(bool\)"),
+        (lambda: nk.Linear(1).build(in_shape=3), r"in_shape must be a tuple of positive ints .*got 3 \(int\)"),
+    ],
+)
+def test_wrong_types_raise_type_errors(make, message):
+    with pytest.raises(TypeError, match=message):
+        make()
+
+
+def test_build_in_shape_values():
+    with pytest.raises(ValueError, match=r"in_shape must be a non-empty tuple of positive ints .*got \(3, 0\)"):
+        nk.Linear(1).build(in_shape=(3, 0))

@@ -18,6 +18,11 @@ import torch
 import ntkit as nk
 
 DT = torch.float64
+#: Hand-written closed forms against the library: each entry is a dot product of length ≤ 8 followed by ≤ ~20
+#: flops, in both computations. Every rounding is ≤ ε·|operand| with operands of size ≤ ~10 here, so the two
+#: agree to ≤ ~50·ε·10 ≈ 1e-13 in absolute terms whatever the BLAS's summation order (a dot product whose terms
+#: cancel can lose all its relative accuracy, so an absolute bound is the honest one); 1e-12 keeps a margin.
+CLOSED_FORM_RTOL, CLOSED_FORM_ATOL = 1e-13, 1e-12
 
 
 def _randn(*shape, seed=0, dtype=DT):
@@ -73,6 +78,7 @@ ARCHS = {
             nk.Residual(nk.ReLU(), nk.Linear(6, W_std=0.7)),
             nk.Parallel(nk.Linear(6), nk.Sequential(nk.Erf(), nk.Linear(6, b_std=0.2))),
             nk.Parallel(nk.Sequential(nk.ReLU(), nk.Linear(4)), nk.Linear(2), combine="concat"),
+            nk.Linear(5),  # a concatenation mixes two Gaussians: a Linear makes one again before LayerNorm
             nk.LayerNorm(),
         ),
         _dense,
@@ -194,9 +200,9 @@ def test_single_linear_layer():
     x1, x2 = _randn(3, 5, seed=5), _randn(4, 5, seed=6)
     k = nk.Sequential(nk.Linear(7, W_std=1.3, b_std=0.2)).kernel(x1, x2)
     expected = 1.69 * (x1 @ x2.T) / 5 + 0.04
-    torch.testing.assert_close(k.nngp, expected, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(k.nngp, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
     # the input carries no NTK: Θ = K' + W_std²·0
-    torch.testing.assert_close(k.ntk, expected, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(k.ntk, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 def test_two_linear_layers_with_identity():
@@ -205,18 +211,20 @@ def test_two_linear_layers_with_identity():
     k = arch.kernel(x1, x2)
     k1 = 1.69 * _dot_over_d(x1, x2) + 0.04  # = Θ1
     k2 = 0.49 * k1 + 0.25
-    torch.testing.assert_close(k.nngp, k2, rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(k.ntk, k2 + 0.49 * k1, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(k.nngp, k2, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
+    torch.testing.assert_close(k.ntk, k2 + 0.49 * k1, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 def test_standard_parameterization_by_hand():
     """W ~ N(0, W_std²/fan_in) and b ~ N(0, b_std²) are the parameters: ∂f/∂W = input, ∂f/∂b = 1."""
     x1, x2 = _randn(3, 5, seed=5), _randn(4, 5, seed=6)
     one = nk.Linear(7, W_std=1.3, b_std=0.2, parameterization="standard").kernel(x1, x2)
-    torch.testing.assert_close(one.nngp, 1.69 * _dot_over_d(x1, x2) + 0.04, rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(one.ntk, x1 @ x2.T + 1, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(
+        one.nngp, 1.69 * _dot_over_d(x1, x2) + 0.04, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL
+    )
+    torch.testing.assert_close(one.ntk, x1 @ x2.T + 1, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
     no_bias = nk.Linear(7, W_std=1.3, b_std=None, parameterization="standard").kernel(x1, x2)
-    torch.testing.assert_close(no_bias.ntk, x1 @ x2.T, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(no_bias.ntk, x1 @ x2.T, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
     arch = nk.Sequential(
         nk.Linear(11, W_std=1.3, b_std=0.2, parameterization="standard"),
@@ -225,9 +233,9 @@ def test_standard_parameterization_by_hand():
     )
     k = arch.kernel(x1, x2)
     k1, theta1 = 1.69 * _dot_over_d(x1, x2) + 0.04, x1 @ x2.T + 1
-    torch.testing.assert_close(k.nngp, 0.49 * k1 + 0.25, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(k.nngp, 0.49 * k1 + 0.25, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
     # Θ2 = fan_in·K1 (∂f/∂W2 = h, Σ_j h_j h'_j = 11·K1) + W2²·Θ1 + 1 (bias)
-    torch.testing.assert_close(k.ntk, 11 * k1 + 0.49 * theta1 + 1, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(k.ntk, 11 * k1 + 0.49 * theta1 + 1, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 def test_one_relu_hidden_layer_by_hand():
@@ -260,8 +268,8 @@ def test_layernorm_after_linear_by_hand():
     d2 = 1.44 * (x2 * x2).sum(1) / 5 + 0.25
     normalised = k1 / torch.sqrt(d1[:, None] * d2[None, :])
     k2 = 0.64 * normalised + 0.01
-    torch.testing.assert_close(k.nngp, k2, rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(k.ntk, k2 + 0.64 * normalised, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(k.nngp, k2, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
+    torch.testing.assert_close(k.ntk, k2 + 0.64 * normalised, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 @pytest.mark.parametrize("spatial", [1, 2])
@@ -275,19 +283,19 @@ def test_kernel_size_one_conv_then_global_pool_is_a_linear_layer_on_the_mean(spa
     k = nk.Sequential(conv(6, 1, padding="valid", W_std=1.3, b_std=0.2), pool()).kernel(x1, x2)
     m1, m2 = x1.flatten(2).mean(2), x2.flatten(2).mean(2)
     expected = 1.69 * m1 @ m2.T / 3 + 0.04
-    torch.testing.assert_close(k.nngp, expected, rtol=1e-13, atol=1e-14)
-    torch.testing.assert_close(k.ntk, expected, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(k.nngp, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
+    torch.testing.assert_close(k.ntk, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
     # the same as pooling first and applying a Linear layer
     other = nk.Sequential(pool(), nk.Linear(6, W_std=1.3, b_std=0.2)).kernel(x1, x2)
-    torch.testing.assert_close(other.nngp, expected, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(other.nngp, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 def test_flatten_then_linear_is_linear_on_flattened_data():
     x1, x2 = _randn(2, 3, 7, seed=11), _randn(3, 3, 7, seed=12)
     k = nk.Sequential(nk.Flatten(), nk.Linear(4, W_std=0.9, b_std=0.4)).kernel(x1, x2)
     expected = 0.81 * x1.flatten(1) @ x2.flatten(1).T / 21 + 0.16
-    torch.testing.assert_close(k.nngp, expected, rtol=1e-13, atol=1e-14)
-    torch.testing.assert_close(k.ntk, expected, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(k.nngp, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
+    torch.testing.assert_close(k.ntk, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 def test_avgpool_then_flatten_is_the_kernel_of_pooled_data():
@@ -298,7 +306,7 @@ def test_avgpool_then_flatten_is_the_kernel_of_pooled_data():
     p1 = torch.nn.functional.avg_pool2d(x1, (3, 2), stride=(2, 1)).flatten(1)
     p2 = torch.nn.functional.avg_pool2d(x2, (3, 2), stride=(2, 1)).flatten(1)
     expected = 1.21 * p1 @ p2.T / p1.shape[1] + 0.09
-    torch.testing.assert_close(k.nngp, expected, rtol=1e-13, atol=1e-14)
+    torch.testing.assert_close(k.nngp, expected, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
 
 
 def test_residual_and_parallel_by_hand():
@@ -306,15 +314,17 @@ def test_residual_and_parallel_by_hand():
     s = _dot_over_d(x1, x2)
     # x + block(x): K' = K + W²K + b², Θ' = Θ + Θ_block = 0 + (W²K + b²)
     res = nk.Residual(nk.Linear(5, W_std=0.6, b_std=0.2)).kernel(x1, x2)
-    torch.testing.assert_close(res.nngp, s + 0.36 * s + 0.04, rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(res.ntk, 0.36 * s + 0.04, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(res.nngp, s + 0.36 * s + 0.04, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
+    torch.testing.assert_close(res.ntk, 0.36 * s + 0.04, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
     # sum of independent branches: kernels add
     par = nk.Parallel(nk.Linear(4, W_std=0.6, b_std=0.2), nk.Linear(4, W_std=1.5)).kernel(x1, x2)
-    torch.testing.assert_close(par.nngp, 0.36 * s + 0.04 + 2.25 * s, rtol=1e-14, atol=1e-15)
-    torch.testing.assert_close(par.ntk, par.nngp, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(par.nngp, 0.36 * s + 0.04 + 2.25 * s, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
+    torch.testing.assert_close(par.ntk, par.nngp, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL)
     # concatenation: the channel-weighted mean, 1/4 and 3/4 here
     cat = nk.Parallel(nk.Linear(1, W_std=0.6, b_std=0.2), nk.Linear(3, W_std=1.5), combine="concat").kernel(x1, x2)
-    torch.testing.assert_close(cat.nngp, 0.25 * (0.36 * s + 0.04) + 0.75 * 2.25 * s, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(
+        cat.nngp, 0.25 * (0.36 * s + 0.04) + 0.75 * 2.25 * s, rtol=CLOSED_FORM_RTOL, atol=CLOSED_FORM_ATOL
+    )
 
 
 # --- networks linear in their parameters: the empirical NTK is the infinite one, at any width ---------------------

@@ -80,6 +80,7 @@ def _parallel_concat(w):
             nk.Sequential(nk.Sin(), nk.Linear(w // 2, W_std=1.0, b_std=0.2)),
             combine="concat",
         ),
+        nk.Linear(w, W_std=1.1),  # a concatenation mixes two Gaussians: a Linear makes one again
         nk.ReLU(),
         nk.Linear(OUT),
     )

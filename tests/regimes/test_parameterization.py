@@ -98,7 +98,6 @@ def test_lazy_parameters_are_grouped_without_the_frozen_copy():
     ("kwargs", "message"),
     [
         ({"width": 0}, r"width must be a positive int; got 0"),
-        ({"width": 8.5}, r"width must be a positive int; got 8.5"),
         ({"depth": 0}, r"depth must be a positive int; got 0"),
         ({"activation": "softplus"}, r"activation must be one of \('relu', 'erf', 'gelu', 'tanh'\); got 'softplus'"),
         ({"parameterization": "meanfield"}, r"parameterization must be one of .*; got 'meanfield'"),
@@ -110,7 +109,25 @@ def test_bad_builder_arguments(kwargs, message):
         regimes.mlp(**args)
 
 
+def test_a_width_of_the_wrong_type():
+    with pytest.raises(TypeError, match=r"width must be a positive int; got 8.5 \(float\)"):
+        regimes.mlp(in_features=3, width=8.5, out_features=1)
+
+
 @pytest.mark.parametrize("lr", [0, -0.1, float("nan")])
 def test_bad_learning_rate(lr):
     with pytest.raises(ValueError, match="learning_rate must be a finite number > 0"):
         regimes.mup_param_groups(regimes.mlp(2, 4, 1), lr)
+
+
+def test_to_mup_is_a_pass_over_a_built_ntk_network():
+    """μP = the NTK network with its readout divided by √width (issue 13): the pass gives the build's result."""
+    spec = nk.Sequential(nk.Linear(16), nk.ReLU(), nk.Linear(16), nk.ReLU(), nk.Linear(1))
+    passed = regimes.to_mup(spec.build((3,), seed=1, dtype=torch.float64))
+    built = spec.build((3,), seed=1, dtype=torch.float64, parameterization="mup")
+    torch.testing.assert_close(passed(X), built(X), rtol=0, atol=0)
+    for a, b in zip(passed, built, strict=True):
+        assert getattr(a, "mup_role", None) == getattr(b, "mup_role", None)
+        assert getattr(a, "weight_lr_scale", 1.0) == getattr(b, "weight_lr_scale", 1.0)
+    with pytest.raises(ValueError, match="already in μP"):
+        regimes.to_mup(passed)

@@ -11,18 +11,26 @@ Routes
                            messages ``data: {json}`` of types init, frame, done, stopped and error
 ``POST /api/stop``         ``{"client": id}``: stops that client's run
 ``POST /api/limits``       the same parameters as a run: 200 with the largest stable learning rate, the parameter
-                           count and the work (parameters × steps) against the cap, or 422 for bad parameters
+                           count and the work (:func:`ntkit.demo.params.work`) against the cap, or 422 for bad ones
+``GET /api/seed-example``  the page's code section: the classic two-layer ReLU example run by ntkit
+                           (:mod:`ntkit.demo.seed_example`), its source and its test errors, computed once
 
-Each client has at most one run: a new run from the same client stops the old one first. A run stops when its
-client disconnects or asks to stop; it trains in a worker thread that checks a cancellation flag every step.
+Each client has at most one run: a new run from the same client stops the old one first, without making other
+clients wait. A run stops when its client disconnects or asks to stop, or after ``max_wall_s`` seconds; it trains
+in a worker thread that checks a cancellation flag every step. One client address holds at most
+``runs_per_address`` of the ``max_runs`` slots. Everything in front of the routes (the Host and Origin checks,
+the token, rate limits, and the limits on request bodies) is :class:`ntkit.demo.guard.Guard`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,12 +50,19 @@ from ntkit.demo.experiment import (
     Experiment,
     stable_learning_rate,
 )
+from ntkit.demo.guard import Guard, GuardConfig, is_loopback
 from ntkit.demo.params import DEFAULT_WORK_CAP, SPEC, TASK_SHAPES, ParamError, n_parameters, parse_params, work
 
 STATIC = Path(__file__).resolve().parent / "static"
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 #: Runs the server trains at once, over all clients.
 DEFAULT_MAX_RUNS = 2
+#: Runs one client address may train at once.
+DEFAULT_RUNS_PER_ADDRESS = 1
+#: Seconds one run may train before the server stops it (the largest run the work cap admits takes about 15 s on
+#: one idle core).
+DEFAULT_MAX_WALL_S = 120.0
+logger = logging.getLogger("ntkit.demo")
 
 
 def plotly_js() -> Path:
@@ -63,6 +78,8 @@ class RunHandle:
     """One client's run: its cancellation flag, the reason it stopped, and an event set when its thread ends."""
 
     client: str
+    address: str = "unknown"
+    started: float = field(default_factory=time.monotonic)
     cancel: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     reason: str | None = None  # "done", "stopped", "disconnected", "replaced", "error"
@@ -93,19 +110,43 @@ def _error(status: int, errors: list[dict[str, str]]) -> JSONResponse:
     return JSONResponse({"errors": errors}, status_code=status)
 
 
-def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAMES,
-               max_runs: int = DEFAULT_MAX_RUNS) -> Starlette:  # fmt: skip
-    """The demo app.
+def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAMES, max_runs: int = DEFAULT_MAX_RUNS,
+               *, host: str = "127.0.0.1", port: int = 8765, token: str | None = None,
+               trusted_origins: tuple[str, ...] = (), runs_per_address: int = DEFAULT_RUNS_PER_ADDRESS,
+               max_wall_s: float = DEFAULT_MAX_WALL_S, **limits: Any) -> Guard:  # fmt: skip
+    """The demo app behind its :class:`~ntkit.demo.guard.Guard`.
 
     Parameters
     ----------
     work_cap:
-        The most parameters × steps one run may start (:func:`ntkit.demo.params.parse_params`).
+        The most work one run may start (:func:`ntkit.demo.params.work`, kernel frames included).
     n_frames:
         Frames streamed per run after t = 0.
     max_runs:
         Runs trained at once over all clients; more are answered 503.
+    host, port:
+        The address the server is bound to: the Host and Origin checks accept only it.
+    token:
+        If given, every API request must carry it (header ``X-Ntkit-Token``); the page takes it from ``?token=``.
+    trusted_origins:
+        Further origins (``http://name:port``) whose pages may call the API.
+    runs_per_address:
+        Runs one client address may train at once; more are answered 429.
+    max_wall_s:
+        Seconds a run may train before it is stopped (reason ``"time limit"``).
+    **limits:
+        Further :class:`~ntkit.demo.guard.GuardConfig` fields: ``max_body``, ``read_timeout``, ``max_json_depth``,
+        ``runs_per_minute``, ``run_burst``, ``api_per_second``, ``api_burst``.
+
+    Raises
+    ------
+    ValueError
+        For a limit out of range, a malformed trusted origin or a token shorter than 8 characters.
     """
+    if not max_wall_s > 0 or runs_per_address < 1 or max_runs < 1:
+        raise ValueError(f"max_wall_s, runs_per_address and max_runs must be positive; got {max_wall_s}, "
+                         f"{runs_per_address} and {max_runs}")  # fmt: skip
+    config = GuardConfig(host=host, port=port, token=token, trusted_origins=trusted_origins, **limits)
     registry = Registry(max_runs)
 
     async def index(request: Request) -> Response:
@@ -131,10 +172,15 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
                 422, [{"param": "body", "message": f"the request body must be a JSON object; got {body!r:.80}"}]
             )
         client = body.get("client")
-        if not isinstance(client, str) or not CLIENT_ID.match(client):
+        if not isinstance(client, str) or not CLIENT_ID.fullmatch(client):
             return _error(422, [{"param": "client", "message": "client must be an id of 1 to 64 letters, digits, "
                                  f"'-' or '_'; got {client!r:.80}"}])  # fmt: skip
         return body
+
+    async def seed_example(request: Request) -> Response:
+        from ntkit.demo.seed_example import seed_example_report
+
+        return JSONResponse(await anyio.to_thread.run_sync(seed_example_report))
 
     async def stop(request: Request) -> Response:
         body = await _body(request)
@@ -151,12 +197,12 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
         if isinstance(raw, dict):
             raw = {k: v for k, v in raw.items() if k != "client"}
         try:
-            checked = parse_params(raw, work_cap=float("inf"))
+            checked = parse_params(raw, work_cap=float("inf"), n_frames=n_frames)
         except ParamError as exc:
             return _error(422, exc.errors)
         lr_max = await anyio.to_thread.run_sync(stable_learning_rate, checked)
         d, o = TASK_SHAPES[checked.task]
-        return JSONResponse({"max_learning_rate": lr_max, "work": work(checked), "work_cap": work_cap,
+        return JSONResponse({"max_learning_rate": lr_max, "work": work(checked, n_frames), "work_cap": work_cap,
                              "n_parameters": n_parameters(checked.width, checked.depth, d, o)})  # fmt: skip
 
     async def run(request: Request) -> Response:
@@ -165,17 +211,23 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
             return body
         client = body["client"]
         try:
-            run_params = parse_params({k: v for k, v in body.items() if k != "client"}, work_cap=work_cap)
+            run_params = parse_params({k: v for k, v in body.items() if k != "client"}, work_cap=work_cap,
+                                      n_frames=n_frames)  # fmt: skip
         except ParamError as exc:
             return _error(422, exc.errors)
-        async with registry.lock:
-            old = registry.stop(client, "replaced")
-            if old is not None:
-                await anyio.to_thread.run_sync(old.finished.wait, 10.0)
-            if len(registry.active) - (client in registry.active) >= registry.max_runs:
+        address = (request.client.host if request.client else "unknown") or "unknown"
+        async with registry.lock:  # never awaits: other clients never wait on a replaced run
+            others = [h for c, h in registry.active.items() if c != client]
+            if len(others) >= registry.max_runs:
                 return _error(503, [{"param": "server", "message": f"the server is busy with {registry.max_runs} "
                                      "runs from other pages; try again in a moment"}])  # fmt: skip
-            handle = registry.active[client] = RunHandle(client)
+            if sum(h.address == address for h in others) >= runs_per_address:
+                return _error(429, [{"param": "server", "message": f"{address} already trains {runs_per_address} "
+                                     "run(s) from another page; stop it or wait for it to finish"}])  # fmt: skip
+            old = registry.stop(client, "replaced")
+            handle = registry.active[client] = RunHandle(client, address)
+        if old is not None:  # only this client waits for its old run to let go of the CPU
+            await anyio.to_thread.run_sync(old.finished.wait, 10.0)
         try:
             experiment = await anyio.to_thread.run_sync(lambda: Experiment(run_params, n_frames=n_frames))
         except ParamError as exc:
@@ -191,7 +243,9 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
         handle.reason = handle.reason or reason
         if registry.active.get(handle.client) is handle:
             del registry.active[handle.client]
-        registry.ended[handle.client] = handle.reason
+            registry.ended[handle.client] = handle.reason
+        elif handle.client not in registry.active:
+            registry.ended[handle.client] = handle.reason
         handle.finished.set()
 
     async def _stream(request: Request, experiment: Experiment, handle: RunHandle):
@@ -226,6 +280,8 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
                         break
+                    if time.monotonic() - handle.started > max_wall_s:
+                        registry.stop(handle.client, "time limit")
                     yield ": keep-alive\n\n"
                     continue
                 if message is end:
@@ -233,10 +289,13 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
                 if message["type"] == "stopped":
                     message["reason"] = handle.reason
                 yield _sse(message)
+                if time.monotonic() - handle.started > max_wall_s:
+                    registry.stop(handle.client, "time limit")
         finally:  # also when the server cancels this generator because the client went away
             if not handle.cancel.is_set() and not handle.finished.is_set():
                 handle.reason = handle.reason or "disconnected"
                 handle.cancel.set()
+                logger.info("demo: client %s (%s) left during its run", handle.client, handle.address)
             if thread.ident is None:  # never started: nothing will finish it
                 _finish(handle, handle.reason or "disconnected")
 
@@ -248,19 +307,26 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
         Route("/api/run", run, methods=["POST"]),
         Route("/api/stop", stop, methods=["POST"]),
         Route("/api/limits", limits, methods=["POST"]),
+        Route("/api/seed-example", seed_example),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)
     app.state.registry = registry
-    return app
+    app.state.config = config
+    return Guard(app, config)
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765, work_cap: float = DEFAULT_WORK_CAP, threads: int = 1) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8765, work_cap: float = DEFAULT_WORK_CAP, threads: int = 1,
+          token: str | None = None, trusted_origins: tuple[str, ...] = ()) -> None:  # fmt: skip
     """Run the demo on uvicorn at http://host:port (127.0.0.1 by default: only this machine can reach it).
 
     ``threads`` sets torch's intra-op threads for the process. One thread per run is the default: the networks
     are small, and on a busy or shared machine a single thread trains them several times faster than a pool that
     has to wait for its cores (a width-8192 step on 40 points: 3 ms against 20 ms on two busy cores).
+
+    A host other than a loopback address serves the network: the server prints a warning that says what is
+    exposed. ``token`` (at least 8 characters) then guards the API; the printed address carries it as ``?token=``.
+    ``trusted_origins`` are further origins whose pages may call the API (for a reverse proxy, say).
     """
     import torch
     import uvicorn
@@ -269,6 +335,22 @@ def serve(host: str = "127.0.0.1", port: int = 8765, work_cap: float = DEFAULT_W
         raise ValueError(f"port must be in [1, 65535]; got {port}")
     if threads < 1:
         raise ValueError(f"threads must be ≥ 1; got {threads}")
+    app = create_app(work_cap=work_cap, host=host, port=port, token=token, trusted_origins=trusted_origins)
     torch.set_num_threads(threads)
-    print(f"ntkit demo: open http://{host}:{port}/ in a browser (Ctrl-C stops the server)", flush=True)
-    uvicorn.run(create_app(work_cap=work_cap), host=host, port=port, log_level="warning")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{port}/" + (f"?token={token}" if token else "")
+    if not is_loopback(host):
+        print(exposure_warning(host, port, token), file=sys.stderr, flush=True)
+    print(f"ntkit demo: open {url} in a browser (Ctrl-C stops the server)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
+
+
+def exposure_warning(host: str, port: int, token: str | None) -> str:
+    """What a server bound to ``host`` (not a loopback address) exposes, in words."""
+    who = "every machine that can reach this one" if host in ("0.0.0.0", "::", "") else f"anyone who reaches {host}"
+    guard = ("the API needs the token in the address below; the page and its static files do not"
+             if token else "without a token anyone there can start training runs (rerun with --token to require "
+             "one)")  # fmt: skip
+    return (f"WARNING: ntkit demo listens on {host}:{port}: {who} on the network can open the page and use this "
+            f"machine's CPU for training runs (each capped in work and wall time). It speaks plain HTTP, so the "
+            f"token and the page travel unencrypted; {guard}.")  # fmt: skip

@@ -32,9 +32,11 @@ from typing import Any
 
 import torch
 
-from ntkit.demo.params import TASK_SHAPES, ParamError, RunParams, n_parameters
-from ntkit.demo.tasks import GRID_LIMIT, GRID_SIZE, make_task
+from ntkit.data.tasks import GRID_LIMIT, GRID_SIZE
+from ntkit.data.tasks import interactive_task as make_task
+from ntkit.demo.params import DEFAULT_FRAMES, TASK_SHAPES, ParamError, RunParams, n_parameters
 from ntkit.empirical import empirical_ntk
+from ntkit.examples.common import stable_learning_rate as _stable_rate
 from ntkit.predict import gradient_descent_mse, max_learning_rate
 
 #: The network tracks its prediction "closely" when the largest gap over the run, RMS(f − f_NTK)/RMS(y) on the
@@ -54,8 +56,6 @@ KERNEL_LABELS = {
     "mup": "the analytic NTK of the NTK parameterization: μP's network is that one with its output divided by √{n} "
     "and every learning rate multiplied by {n}, so its rate-weighted NTK starts exactly there; it does not stay",
 }
-#: Frames streamed per run (plus the one at t = 0).
-DEFAULT_FRAMES = 50
 
 
 def _regimes():
@@ -111,7 +111,7 @@ def limit_kernel(params: RunParams, x1: torch.Tensor, x2: torch.Tensor | None = 
 def stable_learning_rate(params: RunParams) -> float:
     """The largest stable η for these settings, 2·N·O/λ_max of :func:`limit_kernel` on the training points."""
     task = make_task(params.task, seed=params.seed)
-    return max_learning_rate(limit_kernel(params, task.x_train), task.y_train.numel())
+    return _stable_rate(limit_kernel(params, task.x_train), task)
 
 
 class Experiment:

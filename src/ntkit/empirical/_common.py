@@ -16,12 +16,16 @@ Notation used throughout ``ntkit.empirical``: a model maps an example to ``O`` o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_leaves, tree_map
+
+from ntkit import _validation
+from ntkit._progress import progress_bar
+from ntkit._validation import check_memory
 
 METHODS = ("auto", "jacobian_contraction", "ntk_vector_products", "structured")
 OUTPUTS = ("mean", "trace", "full", "diagonal")
@@ -40,16 +44,7 @@ def memory_budget(device: torch.device) -> int:
     recompute column Jacobians for every block of 7 rows, 8× slower than holding them; where memory is free,
     larger blocks are the faster choice. The kernel does not depend on the block size.
     """
-    free = None
-    if device.type == "cuda":
-        free = torch.cuda.mem_get_info(device)[0]
-    else:
-        try:
-            with open("/proc/meminfo") as fh:
-                fields = dict(line.split(":", 1) for line in fh)
-            free = int(fields["MemAvailable"].split()[0]) * 1024
-        except (OSError, KeyError, ValueError):
-            free = None
+    free = _validation.available_memory(device)
     if free is None:
         return DEFAULT_MEMORY_BUDGET
     return int(min(MAX_MEMORY_BUDGET, max(DEFAULT_MEMORY_BUDGET, free // 4)))
@@ -131,6 +126,7 @@ def check_request(
     _check_per_example_mode(model)
 
     out, activations = probe_output(model, x1[:1], "x1", count_activations=True)
+    _check_examples_independent(model, x1 if x2 is None else torch.cat([x1[:2], x2[:2]]))
     return Problem(
         model=model,
         x1=x1.detach(),
@@ -182,6 +178,50 @@ def _check_per_example_mode(model: nn.Module) -> None:
             )
 
 
+#: Examples the independence probe runs together (and one at a time).
+INDEPENDENCE_PROBE = 4
+
+
+def _check_examples_independent(model: nn.Module, x: torch.Tensor) -> None:
+    """A ValueError when an example's output depends on the other examples of its batch.
+
+    The NTK is per example: Θ(x, x') must not depend on which examples share a batch. Models that use batch
+    statistics (``x - x.mean(0)``, a custom normalisation, BatchNorm in training mode) or that are random in
+    forward break that, and each method would then compute a different, meaningless kernel. The first
+    ``INDEPENDENCE_PROBE`` examples are run as one batch and one at a time; outputs that differ by more than
+    rounding, √ε times the output scale (ε the machine epsilon of the arithmetic, :func:`_rounding_epsilon`), are
+    refused.
+    """
+    batch = x[:INDEPENDENCE_PROBE]
+    if batch.shape[0] < 2:
+        return  # one example: nothing to interact with
+    with torch.no_grad():
+        together = model(batch).reshape(batch.shape[0], -1)
+        alone = torch.cat([model(batch[i : i + 1]).reshape(1, -1) for i in range(batch.shape[0])])
+    if not together.is_floating_point() or together.shape != alone.shape:
+        return
+    scale = float(torch.maximum(together.abs().max(), alone.abs().max()))
+    tolerance = math.sqrt(_rounding_epsilon(together)) * scale
+    difference = float((together - alone).abs().max())
+    if not difference <= tolerance:  # also catches NaN
+        raise ValueError(
+            f"model's output for an example depends on the other examples in its batch: {batch.shape[0]} examples "
+            f"run together and one at a time differ by up to {difference:.3g} (rounding allows {tolerance:.3g}), so "
+            "a per-example NTK is undefined. Batch statistics (x - x.mean(0), a custom normalisation, BatchNorm "
+            "in training mode) or randomness in forward cause this; make forward treat each example alone"
+        )
+
+
+def _rounding_epsilon(out: torch.Tensor) -> float:
+    """Machine epsilon of the arithmetic that made ``out``: its dtype's, or TF32's 2⁻¹⁰ for float32 on CUDA where
+    TF32 matmuls or cuDNN convolutions are allowed (batched and single-example calls may pick different kernels)."""
+    eps = torch.finfo(out.dtype).eps
+    if out.is_cuda and out.dtype == torch.float32:
+        if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
+            eps = max(eps, 2.0**-10)
+    return eps
+
+
 def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations: bool = False):
     """Run ``model`` on ``x`` and return its output flattened to (N, O), or say why the input does not fit.
 
@@ -218,6 +258,15 @@ def probe_output(model: nn.Module, x: torch.Tensor, name: str, count_activations
     return (out, counted[0] // x.shape[0]) if count_activations else out
 
 
+def fixed_values(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer of ``model`` by name, detached: the values ``functional_call`` holds fixed.
+
+    Detached so that differentiating with respect to some parameters never records a graph back to the model's
+    own (``requires_grad=True``) tensors; a kernel built from them is then a plain tensor.
+    """
+    return {name: value.detach() for name, value in (*model.named_parameters(), *model.named_buffers())}
+
+
 def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
     """``torch.func.vmap(fn, in_dims)``, or the same map as a Python loop when vmap cannot batch ``fn``.
 
@@ -232,13 +281,61 @@ def vmap_or_loop(fn: Callable, in_dims=0) -> Callable:
             return batched(*args)
         except RuntimeError:
             dims = in_dims if isinstance(in_dims, tuple) else (in_dims,) * len(args)
-            size = next(a.shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
-            results = [
-                fn(*(a if d is None else a.select(d, k) for a, d in zip(args, dims, strict=True))) for k in range(size)
-            ]
+            # an argument may be a tensor or a tuple/list/dict of tensors (a pytree), all mapped over axis d
+            size = next(tree_leaves(a)[0].shape[d] for a, d in zip(args, dims, strict=True) if d is not None)
+
+            def nth(k: int):
+                return (
+                    a if d is None else tree_map(lambda t, d=d: t.select(d, k), a)
+                    for a, d in zip(args, dims, strict=True)
+                )
+
+            results = [fn(*nth(k)) for k in range(size)]
             return tree_map(lambda *parts: torch.stack(parts), *results)
 
     return mapped
+
+
+#: Block-sized arrays alive at once while a pair block is formed and stored: the running sum over parameter
+#: tensors or layers, the next term, and their sum (or the block, its mirror and their symmetrised mean).
+PAIR_COPIES = 3
+
+
+def pair_bytes(problem: Problem) -> int:
+    """Bytes one (x1, x2) example pair takes in the working set of a pair block: ``PAIR_COPIES`` copies of its
+    O² ("full"), O ("diagonal") or 1 ("trace", "mean") numbers."""
+    per_pair = math.prod(output_shape(problem.output, 1, 1, problem.n_outputs))
+    return PAIR_COPIES * per_pair * problem.itemsize
+
+
+def check_working_set(problem: Problem, block: int, block_bytes: float) -> None:
+    """Refuse (``MemoryBudgetError``) before allocating when the result plus the working set of one block pair
+    exceeds the memory available, and say what would fit.
+
+    Needed ≈ N1·N2·(numbers per pair)·itemsize for the result, plus ``pair_bytes``·B² for a pair block of B
+    rows and B columns, plus ``block_bytes``, what the method holds for its blocks (Jacobians, layer factors,
+    cotangents).
+    """
+    n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
+    result = math.prod(output_shape(problem.output, n1, n2, problem.n_outputs)) * problem.itemsize
+    rows, cols = min(block, n1), min(block, n2)
+    needed = int(result + pair_bytes(problem) * rows * cols + block_bytes)
+    advice = [f"fewer rows (x1 has {n1}, x2 {n2}; the result grows as N1·N2)"]
+    if problem.output in ("full", "diagonal"):
+        factor = problem.n_outputs ** (2 if problem.output == "full" else 1)
+        advice.append(f"output='mean' or 'trace' ({factor}× smaller than {problem.output!r})")
+    if problem.itemsize > 4:
+        advice.append("float32 (model.float() and float inputs: half the bytes)")
+    if block > 1:
+        advice.append(f"a smaller batch_size (this call uses blocks of {block})")
+    advice.append("or ntkit.scale, which tiles a kernel too large for memory onto disk")
+    check_memory(
+        needed,
+        problem.x1.device,
+        f"empirical_ntk(output={problem.output!r}) of {n1}×{n2} examples with {problem.n_outputs} outputs "
+        f"(result {result / 2**30:.2f} GiB plus the working set of one block pair)",
+        "use " + ", ".join(advice),
+    )
 
 
 def output_shape(output: str, n1: int, n2: int, n_outputs: int) -> tuple[int, ...]:
@@ -282,14 +379,23 @@ def assemble(
     problem: Problem,
     block_size: int,
     pair_block: Callable[[slice, slice], torch.Tensor],
-    progress: bool = False,
+    progress: bool | None = None,
+    block_bytes: float = 0.0,
 ) -> torch.Tensor:
     """Fill the (N1, N2, ...) kernel block by block with ``pair_block(rows, cols)``.
 
     When x2 was omitted only blocks on and above the diagonal are computed; the others are mirrored, and the
-    diagonal blocks are symmetrised so that the result is exactly symmetric.
+    diagonal blocks are symmetrised so that the result is exactly symmetric. Each block is detached as it is
+    stored, so the kernel is a plain tensor (no ``grad_fn``) and no block keeps an autograd graph alive.
+    Before anything is allocated the result and working set are checked against the memory available
+    (:func:`check_working_set`, with ``block_bytes`` what the method holds for its blocks). A tqdm bar counts
+    the pair blocks (``progress``: None shows it once the call has run for ``PROGRESS_DELAY`` seconds, True at
+    once, False never); work that would be one block is split into ``SPLIT_INTO`` row blocks so the bar moves.
     """
+    check_working_set(problem, block_size, block_bytes)
     n1, n2 = problem.x1.shape[0], problem.x2.shape[0]
+    if progress is not False and block_size >= max(n1, n2) >= SPLIT_FROM:
+        block_size = math.ceil(max(n1, n2) / SPLIT_INTO)  # smaller blocks only lower the memory
     out = torch.empty(
         output_shape(problem.output, n1, n2, problem.n_outputs),
         dtype=_result_dtype(problem),
@@ -297,13 +403,18 @@ def assemble(
     )
     rows, cols = block_slices(n1, block_size), block_slices(n2, block_size)
     pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (problem.symmetric and j < i)]
-    for i, j in _progress(pairs, progress):
-        block = pair_block(rows[i], cols[j])
-        if problem.symmetric and i == j:
-            block = 0.5 * (block + mirror(block, problem.output))
-        out[rows[i], cols[j]] = block
-        if problem.symmetric and i != j:
-            out[cols[j], rows[i]] = mirror(block, problem.output)
+    bar = progress_bar(len(pairs), "NTK blocks", progress)
+    try:
+        for i, j in pairs:
+            block = pair_block(rows[i], cols[j]).detach()
+            if problem.symmetric and i == j:
+                block = 0.5 * (block + mirror(block, problem.output))
+            out[rows[i], cols[j]] = block
+            if problem.symmetric and i != j:
+                out[cols[j], rows[i]] = mirror(block, problem.output)
+            bar.update()
+    finally:
+        bar.close()
     if problem.output == "mean":
         out /= problem.n_outputs
     return out
@@ -313,17 +424,22 @@ def _result_dtype(problem: Problem) -> torch.dtype:
     return next(iter(problem.params.values())).dtype
 
 
-def _progress(items: Sequence, enabled: bool) -> Iterator:
-    if not enabled or len(items) <= 1:
-        return iter(items)
-    from tqdm.auto import tqdm
-
-    return iter(tqdm(items, desc="NTK blocks", unit="block"))
+#: A kernel of at least SPLIT_FROM examples per side that would be one block is split into SPLIT_INTO row blocks
+#: when a progress bar may show, so that the bar has steps to count.
+SPLIT_FROM, SPLIT_INTO = 128, 4
 
 
-def block_size_for(bytes_per_example: float, n: int, budget: int = DEFAULT_MEMORY_BUDGET) -> int:
-    """The largest block whose per-example intermediates fit in ``budget`` bytes (at least 1, at most n)."""
-    return int(max(1, min(n, math.floor(budget / max(bytes_per_example, 1.0)))))
+def block_size_for(
+    bytes_per_example: float, n: int, budget: int = DEFAULT_MEMORY_BUDGET, bytes_per_pair: float = 0.0
+) -> int:
+    """The largest block B whose intermediates fit in ``budget`` bytes (at least 1, at most n):
+    ``bytes_per_example``·B + ``bytes_per_pair``·B² ≤ budget, the second term for the pair block of B rows and B
+    columns (:func:`pair_bytes`), which dominates for ``output="full"`` with many outputs."""
+    linear, quadratic = max(bytes_per_example, 1.0), bytes_per_pair
+    if quadratic <= 0:
+        return int(max(1, min(n, math.floor(budget / linear))))
+    root = (-linear + math.sqrt(linear * linear + 4 * quadratic * budget)) / (2 * quadratic)
+    return int(max(1, min(n, math.floor(root))))
 
 
 class FeatureCache:

@@ -22,6 +22,8 @@ from ntkit.empirical._common import (
     assemble,
     block_size_for,
     contract,
+    fixed_values,
+    pair_bytes,
     vmap_or_loop,
 )
 
@@ -29,10 +31,11 @@ from ntkit.empirical._common import (
 def per_example_jacobians(model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor) -> list[torch.Tensor]:
     """Jacobian rows of each example with respect to ``params`` only, one (B, O, numel) tensor per parameter.
 
-    Every other parameter and buffer of ``model`` is held fixed at its current value. Examples are treated one at
+    Every other parameter and buffer of ``model`` is held fixed at its current value (detached, so that no
+    autograd graph reaches the model's own parameters and the rows come back plain). Examples are treated one at
     a time (vmap over single-example calls), so the model sees batches of one.
     """
-    fixed = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    fixed = fixed_values(model)
     names = list(params)
 
     def single_example_output(flat_params: tuple[torch.Tensor, ...], example: torch.Tensor) -> torch.Tensor:
@@ -58,17 +61,19 @@ def jacobian_bytes_per_example(problem: Problem) -> float:
     return float(problem.n_outputs * problem.n_params * problem.itemsize)
 
 
-def ntk_jacobian_contraction(problem: Problem, batch_size: int | None, progress: bool = False) -> torch.Tensor:
+def ntk_jacobian_contraction(problem: Problem, batch_size: int | None, progress: bool | None = None) -> torch.Tensor:
     """The empirical NTK of ``problem`` by per-example Jacobians, contracted block by block."""
     n = max(problem.x1.shape[0], problem.x2.shape[0])
     per_example = jacobian_bytes_per_example(problem)
     budget = problem.memory_budget
-    block = batch_size or block_size_for(2 * per_example, n, budget)  # x2: a row and a column block are alive
+    # a row and a column block of Jacobians are alive, and the pair block they make
+    block = batch_size or block_size_for(2 * per_example, n, budget, pair_bytes(problem))
     keep_columns = per_example * problem.x2.shape[0] <= budget
+    held = per_example * (block + (problem.x2.shape[0] if keep_columns else block))
     cache = FeatureCache(problem, lambda x: per_example_jacobians(problem.model, problem.params, x), keep_columns)
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:
         ja, jb = cache.pair(rows, cols)
         return contract_jacobians(ja, jb, problem.output)
 
-    return assemble(problem, block, pair_block, progress)
+    return assemble(problem, block, pair_block, progress, block_bytes=held)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ntkit.empirical._common import Problem, check_request
 from ntkit.empirical.jacobian import ntk_jacobian_contraction
-from ntkit.empirical.products import ntk_ntk_vector_products
+from ntkit.empirical.products import check_forward_mode, forward_mode_blocker, ntk_ntk_vector_products
 from ntkit.empirical.structured import (
     StructuredPlan,
     choose_strategies,
@@ -25,7 +25,7 @@ def empirical_ntk(
     method: str = "auto",
     output: str = "mean",
     batch_size: int | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> torch.Tensor:
     r"""The empirical neural tangent kernel of ``model`` between two batches of inputs.
 
@@ -47,7 +47,8 @@ def empirical_ntk(
         ``"jacobian_contraction"`` (per-example Jacobians, contracted per parameter tensor),
         ``"ntk_vector_products"`` (vjp then jvp, bounded memory), ``"structured"`` (layer-wise factored,
         Novak et al. 2022; usually fastest), or ``"auto"`` (the one with the fewest multiply-adds for these
-        shapes).
+        shapes; never ``"ntk_vector_products"`` on a model without forward-mode AD, such as attention or a float32
+        LSTM on the CPU).
     output:
         ``"mean"`` (N1, N2): trace / O, the kernel that converges to the infinite-width NTK (default);
         ``"trace"`` (N1, N2): Σ_i Θ_ii; ``"diagonal"`` (N1, N2, O): Θ_ii; ``"full"`` (N1, N2, O, O).
@@ -55,17 +56,25 @@ def empirical_ntk(
         Examples per block. Bounds memory; the result does not depend on it. By default the largest block whose
         intermediates fit in a quarter of the device's free memory, between 1 and 8 GiB.
     progress:
-        Show a progress bar over blocks.
+        A tqdm bar over the blocks: None (default) shows it once the call has run for 2 s, True at once, False
+        never. Work that would be one block of 128 or more examples is split into 4 row blocks while a bar may
+        show, so that it has steps to count (the kernel does not depend on the blocks).
 
     Returns
     -------
-    torch.Tensor of the dtype and device of the model's parameters.
+    torch.Tensor of the dtype and device of the model's parameters: a plain tensor, never attached to an
+    autograd graph.
 
     Raises
     ------
     TypeError, ValueError
         For bad arguments: shapes that do not fit the model, mismatched dtypes or devices, NaN/Inf inputs, no
-        trainable parameters, an unknown method or output, BatchNorm or Dropout in training mode.
+        trainable parameters, an unknown method or output, BatchNorm or Dropout in training mode, a model whose
+        examples interact (its output for an example depends on the rest of the batch), or
+        ``method="ntk_vector_products"`` on a model without forward-mode AD (the message names the module).
+    ntkit._validation.MemoryBudgetError
+        Before anything large is allocated, when the result plus the working set exceeds the memory available;
+        the message says what would fit.
 
     References
     ----------
@@ -84,6 +93,10 @@ def empirical_ntk(
         plan = make_plan(problem)
     if method == "auto":
         method = choose_method(problem, plan)
+        if method == "ntk_vector_products" and forward_mode_blocker(problem) is not None:
+            method = "structured"  # every parameter it cannot factor falls back to Jacobian contraction
+    elif method == "ntk_vector_products":
+        check_forward_mode(problem, "method='ntk_vector_products'")
     if method == "structured":
         return ntk_structured(problem, batch_size, progress, plan)
     if method == "jacobian_contraction":

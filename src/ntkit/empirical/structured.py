@@ -37,6 +37,7 @@ from ntkit.empirical._common import (
     assemble,
     block_size_for,
     contract,
+    pair_bytes,
 )
 from ntkit.empirical.jacobian import contract_jacobians, per_example_jacobians
 from ntkit.modules import NTKConv1d, NTKConv2d, NTKLinear
@@ -384,7 +385,7 @@ def _pairs_term(a: _Pairs, b: _Pairs) -> torch.Tensor:
 
 
 def ntk_structured(
-    problem: Problem, batch_size: int | None, progress: bool = False, plan: StructuredPlan | None = None
+    problem: Problem, batch_size: int | None, progress: bool | None = None, plan: StructuredPlan | None = None
 ) -> torch.Tensor:
     """The empirical NTK of ``problem`` from layer-wise factors, block by block."""
     plan = plan or make_plan(problem)
@@ -392,14 +393,15 @@ def ntk_structured(
     choose_strategies(plan, problem, batch_size or n)
     per_example = feature_bytes_per_example(plan, problem)
     budget = problem.memory_budget
-    block = batch_size or block_size_for(2 * per_example, n, budget)
+    block = batch_size or block_size_for(2 * per_example, n, budget, pair_bytes(problem))
     if batch_size is None and block < n:
         choose_strategies(plan, problem, block)  # the pair-memory check depends on the block size
     keep_columns = per_example * problem.x2.shape[0] <= budget
+    held = per_example * (block + (problem.x2.shape[0] if keep_columns else block))
     cache = FeatureCache(problem, lambda x: layer_factors(plan, problem, x), keep_columns)
 
     def pair_block(rows: slice, cols: slice) -> torch.Tensor:
         fa, fb = cache.pair(rows, cols)
         return contract_factors(fa, fb, problem.output)
 
-    return assemble(problem, block, pair_block, progress)
+    return assemble(problem, block, pair_block, progress, block_bytes=held)

@@ -34,22 +34,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ntkit._plotting import pyplot, save_figure
-from ntkit.data import digits
+from ntkit._runs import RunFolder, training_bytes
+from ntkit._validation import check_memory
+from ntkit.data.tasks import Task, digit_value_task
 from ntkit.empirical import empirical_ntk
+from ntkit.examples.common import log_log_slope, stable_learning_rate
 from ntkit.infinite import Conv2d, GlobalAvgPool2d, Linear, ReLU, Sequential
-from ntkit.predict import gradient_descent_mse, max_learning_rate
+from ntkit.predict import gradient_descent_mse
 
 ARCHITECTURES = ("mlp", "cnn")
 DEFAULT_WIDTHS = (64, 256, 1024, 4096)
 DEFAULT_TIMES = (10, 30, 100)
-
-
-@dataclass
-class Task:
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
 
 
 @dataclass
@@ -79,15 +74,11 @@ def architecture(name: str, width: int) -> Sequential:
 
 
 def task(name: str, dtype: torch.dtype = torch.float64) -> Task:
-    """Digit-value regression on scikit-learn's 8×8 digits: images (N, 1, 8, 8) for ``cnn``, pixels (N, 64) for
-    ``mlp``, scaled to [−1, 1]; targets (N, 1) = digit · 2/9 − 1."""
+    """The digit-value task (:func:`ntkit.data.tasks.digit_value_task`) shaped for ``name``: images (N, 1, 8, 8)
+    for ``cnn``, pixels (N, 64) for ``mlp``."""
     if name not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}; got {name!r}")
-    images, labels = digits(dtype)
-    x = images * 2 - 1
-    x = x.flatten(1) if name == "mlp" else x
-    y = labels.to(dtype).unsqueeze(1) / 9 * 2 - 1
-    return Task(x[:64], y[:64], x[64:192], y[64:192])
+    return digit_value_task(images=name == "cnn", dtype=dtype)
 
 
 def run_one(name: str, width: int, seed: int, times: tuple[int, ...], data: Task, learning_rate: float) -> Run:
@@ -133,21 +124,19 @@ def run_one(name: str, width: int, seed: int, times: tuple[int, ...], data: Task
     )
 
 
-def stable_learning_rate(name: str, data: Task, fraction: float = 0.5) -> float:
-    """``fraction`` of the largest stable step for the infinite-width NTK on the training inputs: one step size for
-    every width, so that only the width changes along a sweep."""
-    k = architecture(name, 1).kernel(data.x_train).ntk
-    return fraction * max_learning_rate(k)
-
-
 def run(
     architectures: tuple[str, ...] = ARCHITECTURES,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
     seeds: int = 3,
     times: tuple[int, ...] = DEFAULT_TIMES,
     progress: bool = True,
+    folder: RunFolder | None = None,
 ) -> list[Run]:
-    """Every (architecture, width, seed) run, with a progress bar."""
+    """Every (architecture, width, seed) run, with a progress bar.
+
+    With a started :class:`ntkit._runs.RunFolder`, each run is a cell stored as it finishes, and runs stored by an
+    earlier (killed) invocation with the same settings are loaded instead of trained again.
+    """
     if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(f"widths must be positive integers; got {widths!r}")
     if seeds < 1:
@@ -156,20 +145,58 @@ def run(
         raise ValueError(f"times must be positive step counts; got {times!r}")
     for name in architectures:
         architecture(name, 1)  # unknown names fail before any work
-    jobs = [(a, w, s) for a in architectures for w in widths for s in range(seeds)]
+    times = tuple(sorted(set(times)))
     data = {a: task(a) for a in architectures}
-    rates = {a: stable_learning_rate(a, data[a]) for a in architectures}
-    runs = []
-    for a, w, s in tqdm(jobs, desc="training", unit="net", disable=not progress):
-        runs.append(run_one(a, w, s, tuple(sorted(times)), data[a], rates[a]))
-    return runs
+    rates = {a: stable_learning_rate(architecture(a, 1), data[a], 0.5) for a in architectures}
+    keys = [[a, w, s] for a in architectures for w in widths for s in range(seeds)]
+
+    def compute(key: list) -> dict:
+        a, w, s = key
+        return to_cell(run_one(a, w, s, times, data[a], rates[a]))
+
+    if folder is None:
+        return [run_one(a, w, s, times, data[a], rates[a]) for a, w, s in tqdm(keys, desc="training", unit="net",
+                                                                               disable=not progress)]  # fmt: skip
+    return [from_cell(c) for c in folder.cells(keys, {"times": times}, compute, progress=progress, desc="training")]
 
 
-def slope(widths: list[int], gaps: list[float]) -> float:
-    """Least-squares slope of log(gap) against log(width)."""
-    lw, lg = torch.tensor(widths, dtype=torch.float64).log(), torch.tensor(gaps, dtype=torch.float64).log()
-    lw = lw - lw.mean()
-    return float((lw * (lg - lg.mean())).sum() / (lw * lw).sum())
+def check_fits(architectures: tuple[str, ...], widths: tuple[int, ...], option: str = "widths") -> None:
+    """Refuse, before building anything, a width whose network cannot train in the memory free now.
+
+    The MLP has P = 64·n + n + n² + n + n + 1 parameters and 2·n hidden values per example, the CNN P = 9n + n + n + 1
+    and 64·n (one per pixel and channel); 192 examples (:func:`ntkit._runs.training_bytes`).
+    """
+    for name in architectures:
+        for n in widths:
+            params, hidden = (n * n + 67 * n + 1, 2 * n) if name == "mlp" else (11 * n + 1, 64 * n)
+            what = f"{option} {n}: training the {name} of width {n} ({params:,} parameters)"
+            check_memory(training_bytes(params, 192 * hidden), torch.device("cpu"), what, "choose smaller widths")
+
+
+def to_cell(r: Run) -> dict:
+    """A :class:`Run` as plain JSON values (curves as nested lists)."""
+    cell = asdict(r)
+    cell["times"] = list(r.times)
+    for name in ("network_curve", "prediction_curve"):
+        cell[name] = None if cell[name] is None else cell[name].tolist()
+    return cell
+
+
+def from_cell(cell: dict) -> Run:
+    """The :class:`Run` of :func:`to_cell`'s output."""
+    curves = {n: None if cell[n] is None else torch.tensor(cell[n], dtype=torch.float64)
+              for n in ("network_curve", "prediction_curve")}  # fmt: skip
+    return Run(**{**cell, **curves, "times": tuple(cell["times"])})
+
+
+def save(runs: list[Run], folder: RunFolder) -> dict[str, Path]:
+    """Write linearized_dynamics.csv and linearized_dynamics.png into ``folder`` and mark the run complete."""
+    paths = {"csv": folder.write_table("linearized_dynamics.csv", records(runs))}
+    with folder.output("linearized_dynamics.png") as tmp:
+        plot(runs, tmp)
+    paths["plot"] = folder.out / "linearized_dynamics.png"
+    folder.complete()
+    return paths
 
 
 def summary(runs: list[Run]) -> list[dict]:
@@ -195,7 +222,7 @@ def slopes(rows: list[dict]) -> dict[str, float]:
         group = [r for r in rows if r["architecture"] == a]
         last = [k for k in group[0] if k.startswith("test_gap_t")][-1]
         if len(group) > 1:
-            out[a] = slope([r["width"] for r in group], [r[last] for r in group])
+            out[a] = log_log_slope([r["width"] for r in group], [r[last] for r in group])
     return out
 
 

@@ -10,41 +10,37 @@ from f ≡ 0 ends at kernel ridge(less) regression with that kernel (Lee et al.,
 
     f_∞(x) = Θ(x, X) (Θ(X, X) + λI)⁻¹ y.
 
-Nothing is trained here: the kernel of each width is computed at initialisation with :func:`ntkit.empirical_ntk`.
+The network is the layer spec ``Sequential(Linear(m, b_std=1), ReLU(), Linear(1))``: ``arch.build`` gives the
+finite network and ``arch.kernel`` its exact limit. Nothing is trained here: the kernel of each width is computed at
+initialisation with :func:`ntkit.empirical_ntk`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
+from tqdm.auto import tqdm
 
 from ntkit._plotting import pyplot, save_figure
+from ntkit._runs import RunFolder, training_bytes
+from ntkit._validation import check_memory
 from ntkit.data import sin_regression
 from ntkit.empirical import empirical_ntk
-from ntkit.infinite.activations import relu_kernels
+from ntkit.infinite import Linear, ReLU, Sequential
 
 DEFAULT_WIDTHS = (64, 256, 1024, 4096)
 
 
-class TwoLayerReLU(nn.Module):
-    """f(x) = (1/√m) · a · relu(W x / √d + b), every parameter N(0, 1) (NTK parameterization)."""
+def architecture(width: int) -> Sequential:
+    """f(x) = (1/√m) · a · relu(W x / √d + b), every parameter N(0, 1) (NTK parameterization), as a layer spec.
 
-    def __init__(self, width: int, in_features: int = 1, *, generator: torch.Generator | None = None):
-        super().__init__()
-        self.hidden = nn.Linear(in_features, width)
-        self.readout = nn.Linear(width, 1, bias=False)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=generator))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d, m = self.hidden.in_features, self.hidden.out_features
-        h = torch.relu(self.hidden(x / math.sqrt(d)))
-        return self.readout(h / math.sqrt(m))
+    Its limit is the arc-cosine NTK of Jacot et al. 2018: the hidden pre-activations z = w·x/√d + b are Gaussian
+    with covariance Σ(x, x') = x·x'/d + 1, so Θ_∞(x, x') = E[relu(z) relu(z')] + Σ(x, x') · E[relu'(z) relu'(z')].
+    The readout's bias has b_std = 0: it is not trained and adds nothing to the kernel.
+    """
+    return Sequential(Linear(width, b_std=1), ReLU(), Linear(1))
 
 
 @dataclass
@@ -56,21 +52,9 @@ class WidthResult:
     prediction: torch.Tensor  # (n_test, 1) kernel-regression fit on the test grid
 
 
-def infinite_width_ntk(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
-    """The exact NTK of :class:`TwoLayerReLU` as m → ∞ (Jacot et al., 2018).
-
-    The hidden pre-activations z = w·x/√d + b are Gaussian with covariance Σ(x, x') = x·x'/d + 1, so
-
-        Θ_∞(x, x') = E[relu(z) relu(z')] + Σ(x, x') · E[relu'(z) relu'(z')],
-
-    the first term from the readout a, the second from w and b (arc-cosine kernels, :func:`relu_kernels`).
-    """
-    d = x1.shape[1]
-    cov12 = x1 @ x2.T / d + 1
-    cov11 = ((x1 * x1).sum(1) / d + 1).unsqueeze(1)
-    cov22 = ((x2 * x2).sum(1) / d + 1).unsqueeze(0)
-    k1, k0 = relu_kernels(cov11, cov12, cov22)
-    return k1 + cov12 * k0
+def model_seed(seed: int, width: int) -> int:
+    """The weights' seed of the network of ``width`` in draw ``seed``: distinct for every (seed, width)."""
+    return 1_000_003 * seed + width
 
 
 def kernel_regression(k_train: torch.Tensor, k_test_train: torch.Tensor, y: torch.Tensor, ridge: float) -> torch.Tensor:
@@ -81,38 +65,80 @@ def kernel_regression(k_train: torch.Tensor, k_test_train: torch.Tensor, y: torc
 
 
 def run(
-    widths: tuple[int, ...] = DEFAULT_WIDTHS, seeds: int = 10, ridge: float = 1e-6, seed: int = 0
+    widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    seeds: int = 10,
+    ridge: float = 1e-6,
+    seed: int = 0,
+    progress: bool = False,
+    folder: RunFolder | None = None,
 ) -> list[WidthResult]:
     """Empirical NTK and kernel-regression fit at each width, averaged over ``seeds`` initialisations.
 
     One draw of a finite kernel fluctuates by O(1/√m) in a few directions (the overall scale above all), so a
     single seed gives a noisy table; the mean over a few seeds shows the 1/√m trend. ``prediction`` is the fit
-    of the first seed. Distances are to the widest network of the same seed, and to the exact limit Θ_∞.
+    of the first seed. Distances are to the widest network of the same seed, and to the exact limit Θ_∞. With a
+    started :class:`ntkit._runs.RunFolder`, each seed (all widths, since they are compared with its widest
+    network) is a cell stored as it finishes, and seeds stored by an earlier run with the same settings are loaded.
     """
     if not widths or any(not isinstance(w, int) or w < 1 for w in widths):
         raise ValueError(f"widths must be positive integers; got {widths!r}")
-    if seeds < 1:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer; got {seeds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer ≥ 0; got {seed!r}")
     x_train, y_train, x_test, y_test = sin_regression(seed=seed)
     x_all = torch.cat([x_train, x_test])
-    n = x_train.shape[0]
-    exact = infinite_width_ntk(x_all, x_all)
-    mse = {w: [] for w in widths}
-    to_widest = {w: [] for w in widths}
-    to_exact = {w: [] for w in widths}
-    first_fit = {}
-    for s in range(seed, seed + seeds):
-        kernels = {}
-        for width in widths:
-            model = TwoLayerReLU(width, generator=torch.Generator().manual_seed(1_000_003 * s + width)).double()
-            k = kernels[width] = empirical_ntk(model, x_all)
-            fit = kernel_regression(k[:n, :n], k[n:, :n], y_train, ridge)
-            first_fit.setdefault(width, fit)
-            mse[width].append(float(((fit - y_test) ** 2).mean()))
-            to_exact[width].append(_relative_distance(k, exact))
-        for width in widths:
-            to_widest[width].append(_relative_distance(kernels[width], kernels[max(widths)]))
-    return [WidthResult(w, _mean(mse[w]), _mean(to_widest[w]), _mean(to_exact[w]), first_fit[w]) for w in widths]
+    exact = architecture(1).kernel(x_all).ntk
+    widths = tuple(widths)
+
+    def compute(key: list) -> dict:
+        return run_seed(key[0], widths, x_all, y_train, y_test, exact, ridge)
+
+    keys = [[s] for s in range(seed, seed + seeds)]
+    if folder is None:
+        cells = [compute(k) for k in tqdm(keys, desc="seeds", disable=not progress)]
+    else:
+        cells = folder.cells(keys, {"widths": widths, "ridge": ridge, "data_seed": seed}, compute, progress, "seeds")
+    return [
+        WidthResult(w, _mean([c["test_mse"][i] for c in cells]), _mean([c["to_widest"][i] for c in cells]),
+                    _mean([c["to_exact"][i] for c in cells]), torch.tensor(cells[0]["fit"][i], dtype=torch.float64))
+        for i, w in enumerate(widths)
+    ]  # fmt: skip
+
+
+def run_seed(s: int, widths: tuple[int, ...], x_all: torch.Tensor, y_train: torch.Tensor, y_test: torch.Tensor,
+             exact: torch.Tensor, ridge: float) -> dict:  # fmt: skip
+    """Draw ``s`` at every width: test MSE, distances to the widest kernel and to Θ_∞, and the fit (JSON lists)."""
+    n = y_train.shape[0]
+    kernels, cell = {}, {"test_mse": [], "to_exact": [], "to_widest": [], "fit": []}
+    for width in widths:
+        model = architecture(width).build((1,), seed=model_seed(s, width), dtype=torch.float64)
+        k = kernels[width] = empirical_ntk(model, x_all)
+        fit = kernel_regression(k[:n, :n], k[n:, :n], y_train, ridge)
+        cell["fit"].append(fit.tolist())
+        cell["test_mse"].append(float(((fit - y_test) ** 2).mean()))
+        cell["to_exact"].append(_relative_distance(k, exact))
+    cell["to_widest"] = [_relative_distance(kernels[w], kernels[max(widths)]) for w in widths]
+    return cell
+
+
+def check_fits(widths: tuple[int, ...], option: str = "widths") -> None:
+    """Refuse, before building anything, a width whose kernel cannot be computed in the memory free now: the
+    network has 3m + 1 parameters and m hidden values for each of the 240 inputs (:func:`ntkit._runs.training_bytes`).
+    """
+    for m in widths:
+        what = f"{option} {m}: the network of width {m} ({3 * m + 1:,} parameters)"
+        check_memory(training_bytes(3 * m + 1, 240 * m), torch.device("cpu"), what, "choose smaller widths")
+
+
+def save(results: list[WidthResult], folder: RunFolder, seed: int = 0) -> dict[str, Path]:
+    """Write width_convergence.csv and width_convergence.png into ``folder`` and mark the run complete."""
+    paths = {"csv": folder.write_table("width_convergence.csv", records(results))}
+    with folder.output("width_convergence.png") as tmp:
+        plot(results, tmp, seed=seed)
+    paths["plot"] = folder.out / "width_convergence.png"
+    folder.complete()
+    return paths
 
 
 def _relative_distance(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -39,3 +39,32 @@ __all__ = [
     "GlobalAvgPool1d", "GlobalAvgPool2d", "Identity", "Kernel", "Layer", "LayerNorm", "LeakyReLU", "Linear",
     "Parallel", "ReLU", "Residual", "Sequential", "Sin", "Tanh", "relu_kernels",
 ]  # fmt: skip
+
+# issue 13: attention, more activations and pooling, Monte Carlo kernels
+from ntkit.infinite.activations import (  # noqa: E402
+    ELU,
+    ABReLU,
+    Abs,
+    Cos,
+    Exp,
+    Gaussian,
+    Hermite,
+    Monomial,
+    Rbf,
+    RectifiedMonomial,
+    Sign,
+    SiLU,
+    Softplus,
+)
+from ntkit.infinite.attention import SelfAttention  # noqa: E402
+from ntkit.infinite.monte_carlo import MonteCarloKernel, monte_carlo_kernel  # noqa: E402
+from ntkit.infinite.pooling import MaxPool1d, MaxPool2d, Softmax, SumPool1d, SumPool2d  # noqa: E402
+from ntkit.infinite.recurrent import RNN, sequence_kernel  # noqa: E402
+from ntkit.infinite.transposed import ConvTranspose1d, ConvTranspose2d  # noqa: E402
+
+__all__ += [
+    "ABReLU", "Abs", "Cos", "ELU", "Exp", "Gaussian", "Hermite", "Monomial", "Rbf", "RectifiedMonomial", "SiLU",
+    "Sign", "Softplus", "SelfAttention", "MonteCarloKernel", "monte_carlo_kernel", "MaxPool1d", "MaxPool2d",
+    "Softmax", "SumPool1d", "SumPool2d", "RNN", "sequence_kernel",
+    "ConvTranspose1d", "ConvTranspose2d",
+]  # fmt: skip

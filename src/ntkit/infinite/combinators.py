@@ -92,7 +92,7 @@ class Residual(Sequential):
 def _add(a: Kernel, b: Kernel) -> Kernel:
     return a.replace(
         nngp=a.nngp + b.nngp,
-        ntk=a.ntk + b.ntk,
+        ntk=None if a.ntk is None else a.ntk + b.ntk,
         var1=a.var1 + b.var1,
         var2=None if a.var2 is None else a.var2 + b.var2,
         is_gaussian=a.is_gaussian and b.is_gaussian,
@@ -158,8 +158,9 @@ class Parallel(Layer):
                 return None
             return sum(w * p for w, p in zip(weights, parts, strict=True))
 
+        # A concatenation mixes channels with different kernels: no single Gaussian unless there is one branch.
         return Kernel(mix("nngp"), mix("ntk"), mix("var1"), mix("var2"), self.out_shape(k.shape),
-                      is_gaussian=all(o.is_gaussian for o in outs))  # fmt: skip
+                      is_gaussian=len(outs) == 1 and outs[0].is_gaussian)  # fmt: skip
 
     def make_module(self, in_shape, generator):
         return ParallelBranches([b.make_module(in_shape, generator) for b in self.branches], self.combine)

@@ -24,12 +24,16 @@ import torch
 class Kernel:
     """NNGP and NTK between two batches, with per-example self-covariances and the features' shape."""
 
-    nngp: torch.Tensor  # (N1, N2, *pair axes)
-    ntk: torch.Tensor  # (N1, N2, *pair axes)
+    nngp: torch.Tensor | None  # (N1, N2, *pair axes); None only in a returned Kernel that was not asked for it
+    ntk: torch.Tensor | None  # (N1, N2, *pair axes), or None when the NTK is not tracked (get="nngp")
     var1: torch.Tensor  # (N1, *pair axes): K(x1_a, x1_a)
     var2: torch.Tensor | None  # (N2, *pair axes), or None when x2 is x1
     shape: tuple[int, ...]  # per-example feature shape (C, *spatial) or (D,)
-    is_gaussian: bool = True  # the features are pre-activations (an affine map of the previous layer)
+    #: The features are jointly Gaussian pre-activations (an affine map of the previous layer, or a sum or
+    #: average of such): only then do the activations' Gaussian expectations give the network's kernel. The raw
+    #: input, an activation's output, Flatten and concatenation are not (Lee et al. 2019; neural-tangents'
+    #: ``is_gaussian``).
+    is_gaussian: bool = True
 
     @property
     def spatial_dims(self) -> int:
@@ -42,15 +46,22 @@ class Kernel:
         """Apply one linear map of the pair axes to every covariance (pooling, flattening, window means)."""
         return self.replace(
             nngp=fn(self.nngp),
-            ntk=fn(self.ntk),
+            ntk=None if self.ntk is None else fn(self.ntk),
             var1=fn(self.var1),
             var2=None if self.var2 is None else fn(self.var2),
             shape=shape,
         )
 
 
-def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None) -> Kernel:
-    """The kernel of the data itself: K(x, x') = (1/C) Σ_c x_c x'_c at every pair of positions, Θ = 0."""
+def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None, *, track_ntk: bool = True) -> Kernel:
+    """The kernel of the data itself: K(x, x') = (1/C) Σ_c x_c x'_c at every pair of positions, Θ = 0.
+
+    When x2 is None the self-pairs K(x_a, x_a) are copied from ``var1`` rather than taken from the cross
+    product: the two reductions can round differently (by N and by the CPU's BLAS kernel), and an arc-cosine
+    kernel turns a one-ulp error in cos θ = 1 into ~1e-8 (d arccos/dc = −1/√(1 − c²)). Every activation and
+    LayerNorm keeps the self-pairs equal to their self-covariances (``set_self_pairs``), so self-pairs are
+    exact whatever the batch partition or the BLAS. The raw input is not Gaussian (``is_gaussian=False``).
+    """
     spatial = x1.ndim - 2
     letters = "hgwv"[: 2 * spatial]  # pair axes: (h, g) for the first spatial dim, (w, v) for the second
     left, right = letters[0::2], letters[1::2]
@@ -61,7 +72,17 @@ def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None) -> Kernel:
     nngp = torch.einsum(cross, x1, x1 if x2 is None else x2) / channels
     var1 = torch.einsum(self_, x1, x1) / channels
     var2 = None if x2 is None else torch.einsum(self_, x2, x2) / channels
-    return Kernel(nngp, torch.zeros_like(nngp), var1, var2, tuple(x1.shape[1:]))
+    if x2 is None:
+        set_self_pairs(nngp, var1)
+    ntk = torch.zeros_like(nngp) if track_ntk else None
+    return Kernel(nngp, ntk, var1, var2, tuple(x1.shape[1:]), is_gaussian=False)
+
+
+def set_self_pairs(cross: torch.Tensor, self_cov: torch.Tensor) -> torch.Tensor:
+    """Write each example's self-covariance (N, *pair axes) into the example diagonal of a square (N, N, *pair
+    axes) kernel, in place: cross[a, a] = self_cov[a]."""
+    torch.diagonal(cross, dim1=0, dim2=1).copy_(self_cov.movedim(0, -1))
+    return cross
 
 
 def spatial_diagonal(t: torch.Tensor, spatial: int) -> torch.Tensor:

@@ -38,23 +38,29 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ntkit.infinite.blocked import blocked_kernel
-from ntkit.infinite.kernel import Kernel, pair_variances, spatial_diagonal
-from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear
+from ntkit._validation import (
+    check_memory,
+    finite_result,
+    kernel_kinds,
+    optional_real_number,
+    positive_int,
+    real_number,
+    shape_tuple,
+)
+from ntkit._validation import parameterization as check_parameterization
+from ntkit.infinite.blocked import blocked_kernel, default_batch_size, output_bytes, working_bytes
+from ntkit.infinite.kernel import Kernel, pair_variances, set_self_pairs, spatial_diagonal
+from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear, to_mup
 
-PARAMETERIZATIONS = ("ntk", "standard", "mup")
 PADDINGS = ("same", "valid", "circular")
 
 
 @dataclass
 class _BuildContext:
-    """What ``Layer.build`` tells the affine layers it makes: the build-level parameterization (None: each layer
-    keeps its own), how many affine layers the network has and how many have been made so far (μP needs to know
-    the input and the output layer)."""
+    """What ``Layer.build`` tells the layers it makes: the build-level parameterization (None: each layer keeps
+    its own). μP's layer roles are not needed here: ``ntkit.modules.to_mup`` assigns them after building."""
 
     parameterization: str | None
-    n_affine: int
-    made: int = 0
 
 
 _BUILD: contextvars.ContextVar[_BuildContext | None] = contextvars.ContextVar("ntkit_build", default=None)
@@ -71,6 +77,8 @@ class Layer:
         return in_shape
 
     def transform(self, k: Kernel) -> Kernel:
+        """The kernels after this layer. Pure: never writes into ``k``'s tensors (``Parallel`` hands one Kernel
+        to every branch, ``Residual`` reuses its input); tests/infinite/test_pure_transforms.py checks every spec."""
         raise NotImplementedError
 
     def affine_layers(self) -> list[Layer]:
@@ -82,22 +90,51 @@ class Layer:
 
     # --- the public faces -------------------------------------------------------------------------------------
 
-    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *, batch_size: int | None = None) -> Kernel:
+    def kernel(self, x1: torch.Tensor, x2: torch.Tensor | None = None, *, get=("nngp", "ntk"),
+               batch_size: int | None = None, progress: bool | None = None) -> Kernel:  # fmt: skip
         """The infinite-width NNGP and NTK between x1 and x2 (x2=None: x1 with itself).
 
-        Returns a :class:`Kernel`; ``.nngp`` and ``.ntk`` are (N1, N2) tensors with the dtype and device of x1
-        once the architecture has reduced its spatial axes (Flatten, GlobalAvgPool), else (N1, N2, *pair axes).
-        When x2 is None both are exactly symmetric, and only about half of the blocks are computed.
+        Parameters
+        ----------
+        x1, x2:
+            Inputs (N, D), (N, C, L) or (N, C, H, W) of one floating dtype and device; x2=None means x1.
+        get:
+            "nngp", "ntk" or both (the default). A kernel not asked for is None in the result and costs no
+            memory; without "ntk" the NTK is not computed at all.
+        batch_size:
+            Examples per side of the blocks carried through the whole network at once
+            (``ntkit.infinite.blocked``); None picks a few MiB per block. It changes memory and speed, not the
+            result: every self-pair K(x, x) is bit-identical whatever the partition, the rest agrees to rounding.
+        progress:
+            A progress bar over the blocks: None shows it once the call has run for 2 s, True at once, False never.
 
-        ``batch_size`` is the number of examples per side of the blocks that are carried through the whole
-        network at once (``ntkit.infinite.blocked``); None picks a few MiB per block. It changes memory and
-        speed, not the result.
+        Returns
+        -------
+        Kernel whose ``.nngp`` and ``.ntk`` are (N1, N2) tensors with the dtype and device of x1 once the
+        architecture has reduced its spatial axes (Flatten, GlobalAvgPool), else (N1, N2, *pair axes). When x2 is
+        None both are exactly symmetric, and only about half of the blocks are computed.
+
+        Raises
+        ------
+        MemoryBudgetError
+            Before allocating, when the results and the blocks in flight would not fit in the memory available.
+        FloatingPointError
+            When a kernel overflows (NaN or inf) instead of returning it.
         """
         _check_inputs(x1, x2)
-        self.out_shape(tuple(x1.shape[1:]))
-        k = blocked_kernel(self.transform, x1, x2, batch_size)
-        if x2 is None:  # mirror so that K(x_a, x_b) = K(x_b, x_a) bit for bit
-            k = k.replace(nngp=_symmetrize(k.nngp, k.spatial_dims), ntk=_symmetrize(k.ntk, k.spatial_dims))
+        kinds = kernel_kinds(get)
+        out_shape = self.out_shape(tuple(x1.shape[1:]))
+        n = max(x1.shape[0], 0 if x2 is None else x2.shape[0])
+        batch = default_batch_size(x1, n) if batch_size is None else batch_size
+        needed = output_bytes(x1, x2, out_shape, len(kinds)) + working_bytes(x1, min(batch, n))
+        check_memory(needed, x1.device, f"{type(self).__name__}.kernel on {x1.shape[0]}×"
+                     f"{x1.shape[0] if x2 is None else x2.shape[0]} inputs ({', '.join(kinds)}, {x1.dtype})",
+                     "pass fewer rows, get='nngp' or get='ntk' alone, float32 inputs, a smaller batch_size, or "
+                     "compute it in tiles on disk with ntkit.scale.kernel")  # fmt: skip
+        k = blocked_kernel(self.transform, x1, x2, batch_size, kinds=kinds, progress=progress)
+        for kind in kinds:
+            finite_result(f"{type(self).__name__}.kernel(...).{kind}", getattr(k, kind),
+                          "a variance overflowed; use float64 inputs, smaller inputs or a smaller W_std")  # fmt: skip
         return k
 
     def build(self, in_shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -118,21 +155,22 @@ class Layer:
             dtype of the parameters.
         parameterization:
             ``None`` keeps each layer's own; ``"ntk"``, ``"standard"`` or ``"mup"`` overrides every Linear/Conv
-            layer. Under ``"mup"`` (Yang & Hu 2021) the first affine layer is the input layer and the last one
+            layer. Under ``"mup"`` (Yang & Hu 2021) the network is built in the NTK parameterization and then
+            passed through ``ntkit.modules.to_mup``: the first affine layer is the input layer and the last one
             the output layer; every affine module gets ``weight_lr_scale``/``bias_lr_scale`` attributes, the
             factors by which ``ntkit.regimes.mup_param_groups`` multiplies the learning rate.
         """
-        in_shape = tuple(in_shape)
-        if not in_shape or any(not isinstance(s, int) or s < 1 for s in in_shape):
-            raise ValueError(f"in_shape must be a tuple of positive ints such as (3, 32, 32); got {in_shape!r}")
+        in_shape = shape_tuple("in_shape", in_shape)
         if parameterization is not None:
             check_parameterization(parameterization)
         self.out_shape(in_shape)
-        token = _BUILD.set(_BuildContext(parameterization, len(self.affine_layers())))
+        token = _BUILD.set(_BuildContext(parameterization))
         try:
             module = self.make_module(in_shape, torch.Generator().manual_seed(seed))
         finally:
             _BUILD.reset(token)
+        if any(getattr(m, "parameterization", None) == "mup" for m in module.modules()):
+            to_mup(module, only_marked=True)  # μP: the NTK network with its readout and learning rates rescaled
         return module.to(dtype)
 
 
@@ -154,26 +192,6 @@ def _check_inputs(x1: torch.Tensor, x2: torch.Tensor | None) -> None:
                              f"got {x2.dtype}, {x2.device}")  # fmt: skip
 
 
-def _symmetrize(t: torch.Tensor, spatial: int) -> torch.Tensor:
-    """(t + t with examples and every position pair swapped) / 2."""
-    perm = [1, 0] + [2 + 2 * d + s for d in range(spatial) for s in (1, 0)]
-    return 0.5 * (t + t.permute(perm))
-
-
-def check_parameterization(parameterization: str) -> str:
-    """The parameterization name, or a ValueError that lists the known ones."""
-    if parameterization not in PARAMETERIZATIONS:
-        raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}; got {parameterization!r}")
-    return parameterization
-
-
-def positive_int(name: str, value) -> int:
-    """``value`` if it is a positive int (not a bool), else a ValueError that names ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Dense and convolutional layers
 
@@ -182,9 +200,8 @@ class _Affine(Layer):
     fresh = True
 
     def __init__(self, W_std: float, b_std: float | None, parameterization: str):
-        if W_std <= 0 or (b_std is not None and b_std < 0):
-            raise ValueError(f"W_std must be > 0 and b_std ≥ 0 (or None); got W_std={W_std}, b_std={b_std}")
-        self.W_std, self.b_std = float(W_std), None if b_std is None else float(b_std)
+        self.W_std = real_number("W_std", W_std, positive=True)
+        self.b_std = optional_real_number("b_std", b_std, nonnegative=True)
         self.parameterization = check_parameterization(parameterization)
 
     def affine_layers(self) -> list[Layer]:
@@ -201,17 +218,10 @@ class _Affine(Layer):
             return bool(self.b_std)
         return self.b_std is not None
 
-    def _start_module(self) -> tuple[str, str]:
-        """(parameterization, μP role) of the module about to be made: the build-level parameterization if one
-        was given, and "input", "hidden", "output" or "only" from the layer's place among the affine layers."""
+    def _build_parameterization(self) -> str:
+        """The parameterization of the module about to be made: the build-level one if given, else the layer's."""
         ctx = _BUILD.get()
-        if ctx is None:  # make_module called outside build (a bare spec): a lone layer
-            return self.parameterization, "only"
-        index = ctx.made
-        ctx.made += 1
-        first, last = index == 0, index == ctx.n_affine - 1
-        role = "only" if first and last else "input" if first else "output" if last else "hidden"
-        return ctx.parameterization or self.parameterization, role
+        return self.parameterization if ctx is None or ctx.parameterization is None else ctx.parameterization
 
     def _affine_kernel(self, k: Kernel, window_mean, fan_in: int, shape: tuple[int, ...], scale: float = 1.0) -> Kernel:
         """K' = W_std²·M(K) + b_std² and Θ' as in the module docstring, with M(t) = scale·window_mean(t) (a window
@@ -229,8 +239,13 @@ class _Affine(Layer):
         mean = window_mean(k.nngp)
         # in place when the window mean made a new tensor (convolutions); Linear's is the input itself
         nngp = (mean.mul_(w2) if mean is not k.nngp else w2 * mean).add_(b2)
-        if self.parameterization == "ntk":
-            ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
+        if k.ntk is None:
+            ntk = None
+        elif self.parameterization == "ntk":
+            if isinstance(w2, torch.Tensor):  # W_std a tensor that requires grad (ntkit.sklearn's kernel gradients)
+                ntk = nngp + w2 * window_mean(k.ntk)
+            else:
+                ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
         else:
             ntk = (fan_in * scale) * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
         var1 = w2 * window_mean(k.var1) + b2
@@ -250,32 +265,17 @@ class _Affine(Layer):
         module.parameterization = parameterization
         return module
 
-    def _scales(self, parameterization: str, role: str, fan_in: int, width_in: int, width_out: int) -> dict:
-        """Forward multipliers and learning-rate factors of one affine layer.
-
-        NTK: W_std/√fan_in and b_std. Standard: 1 and 1 (the scale is in the initial values). μP, in the gauge
-        where every stored tensor is N(0, 1) (Yang & Hu 2021, Table 3, moved by their abc-symmetry
-        (a, b, c) → (a + b, 0, c − 2b) for each tensor): the NTK multipliers, except that the output layer's
-        weight and bias are divided by √width_in; learning-rate factors width_out for the input layer and for
-        hidden biases, width_in for hidden and output weights and the output bias.
-        """
+    def _multipliers(self, parameterization: str, fan_in: int) -> dict:
+        """Forward multipliers: W_std/√fan_in and b_std (NTK, and μP before ``to_mup`` rescales the readout), or
+        1 and 1 (standard: the scale is in the initial values)."""
         if parameterization == "standard":
-            return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}, (1.0, 1.0)
-        w_mult, b_mult = self.W_std / math.sqrt(fan_in), self.b_std or 0.0
-        if parameterization == "ntk" or role == "only":
-            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (1.0, 1.0)
-        if role == "input":
-            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (float(width_out), float(width_out))
-        if role == "hidden":
-            return {"weight_multiplier": w_mult, "bias_multiplier": b_mult}, (float(width_in), float(width_out))
-        root = math.sqrt(width_in)
-        return {"weight_multiplier": w_mult / root, "bias_multiplier": b_mult / root}, (float(width_in),) * 2
+            return {"weight_multiplier": 1.0, "bias_multiplier": 1.0}
+        return {"weight_multiplier": self.W_std / math.sqrt(fan_in), "bias_multiplier": self.b_std or 0.0}
 
-    def _make(self, cls, fan_in: int, width_in: int, width_out: int, generator: torch.Generator, *args, **kwargs):
-        parameterization, role = self._start_module()
-        multipliers, (w_lr, b_lr) = self._scales(parameterization, role, fan_in, width_in, width_out)
-        module = cls(*args, bias=self._has_bias(parameterization), **multipliers, **kwargs)
-        module.weight_lr_scale, module.bias_lr_scale, module.mup_role = w_lr, b_lr, role
+    def _make(self, cls, fan_in: int, generator: torch.Generator, *args, **kwargs):
+        parameterization = self._build_parameterization()
+        module = cls(*args, bias=self._has_bias(parameterization), **self._multipliers(parameterization, fan_in),
+                     **kwargs)  # fmt: skip
         return self._init(module, fan_in, generator, parameterization)
 
 
@@ -307,7 +307,7 @@ class Linear(_Affine):
 
     def make_module(self, in_shape, generator):
         fan_in = in_shape[0]
-        return self._make(NTKLinear, fan_in, fan_in, self.out_features, generator, fan_in, self.out_features)
+        return self._make(NTKLinear, fan_in, generator, fan_in, self.out_features)
 
 
 class _Conv(_Affine):
@@ -367,8 +367,8 @@ class _Conv(_Affine):
         padding, mode = ("valid", "zeros") if self.padding == "valid" else ("same", "zeros")
         if self.padding == "circular":
             mode = "circular"
-        return self._make(cls, fan_in, in_shape[0], self.out_channels, generator, in_shape[0], self.out_channels,
-                          self.kernel_size, stride=self.stride, padding=padding, padding_mode=mode)  # fmt: skip
+        return self._make(cls, fan_in, generator, in_shape[0], self.out_channels, self.kernel_size, stride=self.stride,
+                          padding=padding, padding_mode=mode)  # fmt: skip
 
 
 def _tuple(value, n: int, name: str) -> tuple[int, ...]:
@@ -583,10 +583,17 @@ class Flatten(Layer):
             diag = spatial_diagonal(t, spatial)
             return diag.mean(dim=tuple(range(diag.ndim - spatial, diag.ndim)))
 
-        return k.map_linear(flatten, self.out_shape(k.shape))
+        # Features at different positions have different kernels: their mixture is no single Gaussian.
+        return k.map_linear(flatten, self.out_shape(k.shape)).replace(is_gaussian=False)
 
     def make_module(self, in_shape, generator):
         return nn.Flatten()
+
+
+def _normalized(t: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """t / norm, and 0 where the norm is 0: a feature vector that is exactly 0 (an all-zero input without bias)
+    normalises to 0 in the finite network, (0 − 0)/√(0 + eps), so its kernels are exactly 0."""
+    return torch.where(norm > 0, t / norm, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
 class LayerNorm(Layer):
@@ -615,12 +622,16 @@ class LayerNorm(Layer):
         l12, r12 = pair_variances(v1, v2, s)
         norm12 = torch.sqrt(l12.unsqueeze(1) * r12.unsqueeze(0))
         l1, r1 = pair_variances(v1, v1, s)
-        var1 = k.var1 / torch.sqrt(l1 * r1)
+        var1 = _normalized(k.var1, torch.sqrt(l1 * r1))
         var2 = None
         if k.var2 is not None:
             l2, r2 = pair_variances(v2, v2, s)
-            var2 = k.var2 / torch.sqrt(l2 * r2)
-        return k.replace(nngp=k.nngp / norm12, ntk=k.ntk / norm12, var1=var1, var2=var2)
+            var2 = _normalized(k.var2, torch.sqrt(l2 * r2))
+        nngp = _normalized(k.nngp, norm12)
+        if k.var2 is None:
+            set_self_pairs(nngp, var1)
+        ntk = None if k.ntk is None else _normalized(k.ntk, norm12)
+        return k.replace(nngp=nngp, ntk=ntk, var1=var1, var2=var2)
 
     def make_module(self, in_shape, generator):
         return ChannelLayerNorm(self.eps)

@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from ntkit._validation import boolean, finite_tensor, one_of, positive_int, real_number
+
 _CONTINUOUS, _DISCRETE = "continuous", "discrete"
 
 
@@ -75,19 +77,56 @@ def _check_targets(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 def _regularized(k: torch.Tensor, diag_reg: float, absolute: bool) -> torch.Tensor:
     """K + diag_reg · mean(diag K) · I (or diag_reg · I when ``absolute``), as in neural-tangents."""
-    if diag_reg < 0:
-        raise ValueError(f"diag_reg must be ≥ 0; got {diag_reg}")
+    diag_reg = real_number("diag_reg", diag_reg, nonnegative=True)
+    absolute = boolean("diag_reg_absolute_scale", absolute)
     if not diag_reg:
         return k
     scale = 1.0 if absolute else float(k.diagonal().mean())
     return k + diag_reg * scale * torch.eye(k.shape[0], dtype=k.dtype, device=k.device)
 
 
+def _momentum(momentum) -> float:
+    momentum = real_number("momentum", momentum)
+    if not 0 <= momentum < 1:
+        raise ValueError(f"momentum must be in [0, 1); got {momentum}")
+    return momentum
+
+
+def _cholesky(k: torch.Tensor, diag_reg: float) -> torch.Tensor:
+    """The Cholesky factor of the (regularised) train kernel, or a ValueError that says to raise ``diag_reg``."""
+    factor, info = torch.linalg.cholesky_ex(k)
+    if int(info) != 0:
+        raise ValueError(
+            f"k_train_train{' + diag_reg·I' if diag_reg else ''} is singular or not positive definite "
+            f"(Cholesky failed at pivot {int(info)} of {k.shape[0]}, diag_reg={diag_reg}): duplicate or nearly "
+            "collinear training points make K singular; pass diag_reg > 0 (e.g. diag_reg=1e-6, relative to the "
+            "mean of K's diagonal), or a larger one"
+        )
+    return factor
+
+
+def _initial_outputs(name: str, value, shape: tuple[int, int], dtype, device) -> torch.Tensor:
+    """Initial outputs (a number or a tensor broadcastable to ``shape`` = (rows, O)), checked finite."""
+    if isinstance(value, str | bool) or not isinstance(value, torch.Tensor | float | int):
+        raise TypeError(f"{name} must be a number or a tensor broadcastable to {shape}; got {type(value).__name__}")
+    value = torch.as_tensor(value.detach() if isinstance(value, torch.Tensor) else value, dtype=dtype, device=device)
+    try:
+        value = torch.broadcast_to(value, shape)
+    except RuntimeError as err:
+        raise ValueError(f"{name} must broadcast to {shape}; got shape {tuple(value.shape)}") from err
+    return finite_tensor(name, value)
+
+
 def _times(t, dtype, device) -> tuple[torch.Tensor, bool]:
     """t as a 1-D tensor (∞ for None) and whether the caller gave a vector of times."""
     if t is None:
         return torch.tensor([float("inf")], dtype=dtype, device=device), False
-    times = torch.as_tensor(t, dtype=dtype, device=device)
+    if isinstance(t, str | bool):
+        raise TypeError(f"t must be a number ≥ 0, a sequence of them, or None (t = ∞); got {t!r}")
+    try:
+        times = torch.as_tensor(t.detach() if isinstance(t, torch.Tensor) else t, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(f"t must be a number ≥ 0, a sequence of them, or None (t = ∞); got {t!r}") from err
     if not bool((times >= 0).all()) or bool(torch.isnan(times).any()):
         raise ValueError(f"t must be ≥ 0 (None for t = ∞); got {t}")
     return times.reshape(-1), times.ndim > 0
@@ -116,9 +155,8 @@ def max_learning_rate(k_train_train: torch.Tensor, y_train_size: int | None = No
     to N for an (N, N) kernel and N·O for an (N, N, O, O) one.
     """
     k = _as_matrix(_check_kernel(k_train_train))
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1); got {momentum}")
-    size = k.shape[0] if y_train_size is None else y_train_size
+    momentum = _momentum(momentum)
+    size = k.shape[0] if y_train_size is None else positive_int("y_train_size", y_train_size)
     lam_max = float(torch.linalg.eigvalsh(k)[-1])
     if lam_max <= 0:
         raise ValueError("k_train_train has no positive eigenvalue; any learning rate is stable")
@@ -149,9 +187,8 @@ def gradient_descent_mse(
     n, o = y.shape
     size = n * o
     k_mat = _regularized(_as_matrix(k), diag_reg, diag_reg_absolute_scale)
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
-    if discrete:
+    learning_rate = real_number("learning_rate", learning_rate, positive=True)
+    if boolean("discrete", discrete):
         bound = max_learning_rate(k_mat, size)
         if learning_rate >= bound:
             raise ValueError(f"learning_rate {learning_rate:g} ≥ max_learning_rate {bound:g}: discrete gradient "
@@ -185,7 +222,7 @@ def gradient_descent_mse(
 
     def predict(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         times, vector = _times(t, k_mat.dtype, k_mat.device)
-        f0 = torch.broadcast_to(torch.as_tensor(fx_train_0, dtype=k_mat.dtype, device=k_mat.device), (n, o))
+        f0 = _initial_outputs("fx_train_0", fx_train_0, (n, o), k_mat.dtype, k_mat.device)
         r0 = _flatten(f0 - y, coupled)  # (P, C): C = O columns, or one column of all N·O outputs
         proj = evecs.T @ r0
         fx_train = _flatten(y, coupled) + torch.einsum("pi,ti,ic->tpc", evecs, residual_factor(times), proj)
@@ -195,7 +232,7 @@ def gradient_descent_mse(
         cross = _check_cross(k_test_train, n, o, coupled, k_mat)
         m = cross.shape[0] // (o if coupled else 1)
         g0 = 0.0 if fx_test_0 is None else fx_test_0
-        g0 = torch.broadcast_to(torch.as_tensor(g0, dtype=k_mat.dtype, device=k_mat.device), (m, o))
+        g0 = _initial_outputs("fx_test_0", g0, (m, o), k_mat.dtype, k_mat.device)
         change = torch.einsum("mp,pi,ti,ic->tmc", cross, evecs, fit_factor(times), -proj)
         fx_test = _unflatten(_flatten(g0, coupled) + change, m, o, coupled)
         if vector:
@@ -244,7 +281,7 @@ def gp_inference(
     if k.ndim != 2:
         raise ValueError("gp_inference takes an (N, N) kernel; outputs are independent GPs with that covariance")
     y = _check_targets(y_train, k)
-    chol = torch.linalg.cholesky(_regularized(k, diag_reg, diag_reg_absolute_scale))
+    chol = _cholesky(_regularized(k, diag_reg, diag_reg_absolute_scale), diag_reg)
     alpha = torch.cholesky_solve(y, chol)
 
     def predict(k_test_train: torch.Tensor, k_test_test: torch.Tensor | None = None) -> Gaussian:
@@ -271,14 +308,22 @@ def gradient_descent_mse_ensemble(
     """Mean and covariance over random initialisations of infinitely wide networks trained by gradient flow.
 
     With f(0) ~ GP(0, K) (the NNGP), dynamics kernel D (Θ when every layer trains, ``get="ntk"``; K when only
-    the readout trains, ``get="nngp"``) and A(t) = D_{*X} D⁻¹ (I − e^{−ηtD/(NO)}) (Lee et al. 2019, eqs. 15–16):
+    the readout trains, ``get="nngp"``) and A(t) = D_{*X} D̃⁻¹ (I − e^{−ηtD̃/(NO)}) (Lee et al. 2019, eqs. 15–16):
 
         mean(t) = A(t) y,
-        cov(t)  = K_{**} + A(t) K_{XX} A(t)ᵀ − A(t) K_{X*} − K_{*X} A(t)ᵀ.
+        cov(t)  = K_{**} + A(t) K̃_{XX} A(t)ᵀ − A(t) K_{X*} − K_{*X} A(t)ᵀ.
+
+    Regularisation, one convention for every t and both ``get``: ``diag_reg`` ε acts as independent noise on the
+    *training* outputs, so every train-train kernel is regularised, D̃ = D_{XX} + ε·s_D·I and
+    K̃_{XX} = K_{XX} + ε·s_K·I (s the mean of the kernel's diagonal, or 1 with ``diag_reg_absolute_scale``),
+    while the test-train and test-test kernels are not. For ``get="nngp"`` at t = ∞ the covariance is then
+    exactly the GP posterior of :func:`gp_inference`, K_{**} − K_{*X} (K_{XX} + εI)⁻¹ K_{X*}, and at any t it
+    is K_{**} − K_{*X} K̃⁻¹ (I − e^{−2ηtK̃/(NO)}) K_{X*}, as in neural-tangents. (For ``get="ntk"``
+    neural-tangents puts the unregularised K_{XX} in the A K Aᵀ term; the two differ by ε·s_K·A Aᵀ.)
 
     Returns ``predict(t=None, x_test=None, get="ntk", compute_cov=False) -> Gaussian``; ``x_test=None`` predicts
-    on the training points. ``arch`` is an ntkit architecture (``arch.kernel(x1, x2)`` gives ``.nngp`` and
-    ``.ntk``).
+    on the training points, the same as ``x_test=x_train``. ``arch`` is an ntkit architecture
+    (``arch.kernel(x1, x2)`` gives ``.nngp`` and ``.ntk``).
     """
     if not callable(getattr(arch, "kernel", None)):
         raise TypeError(f"arch must be an ntkit architecture with a .kernel(x1, x2) method; got {type(arch).__name__}")
@@ -287,17 +332,15 @@ def gradient_descent_mse_ensemble(
         raise ValueError("arch must end with a reduction (Flatten / GlobalAvgPool + Linear): its kernel is not (N, N)")
     y = _check_targets(y_train, k_train.nngp)
     n, o = y.shape
-    rate = learning_rate / (n * o)
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
-    eig = {}
-    for get in ("ntk", "nngp"):
-        d = _regularized(getattr(k_train, get), diag_reg, diag_reg_absolute_scale)
-        eig[get] = _eigen(d)
+    rate = real_number("learning_rate", learning_rate, positive=True) / (n * o)
+    regularized = {
+        get: _regularized(getattr(k_train, get), diag_reg, diag_reg_absolute_scale) for get in ("ntk", "nngp")
+    }
+    eig = {get: _eigen(d) for get, d in regularized.items()}
 
     def predict(t=None, x_test: torch.Tensor | None = None, get: str = "ntk", compute_cov: bool = False) -> Gaussian:
-        if get not in ("ntk", "nngp"):
-            raise ValueError(f"get must be 'ntk' or 'nngp'; got {get!r}")
+        one_of("get", get, ("ntk", "nngp"))
+        compute_cov = boolean("compute_cov", compute_cov)
         times, vector = _times(t, y.dtype, y.device)
         if x_test is None:
             d_cross, k_cross, k_test = getattr(k_train, get), k_train.nngp, k_train.nngp
@@ -316,7 +359,7 @@ def gradient_descent_mse_ensemble(
         cov = None
         if compute_cov:
             ak = a @ k_cross.T.unsqueeze(0) if x_test is not None else a @ k_train.nngp
-            cov = k_test + a @ k_train.nngp @ a.transpose(1, 2) - ak - ak.transpose(1, 2)
+            cov = k_test + a @ regularized["nngp"] @ a.transpose(1, 2) - ak - ak.transpose(1, 2)
         if not vector:
             return Gaussian(mean[0], None if cov is None else cov[0])
         return Gaussian(mean, cov)
@@ -349,14 +392,15 @@ def gradient_descent(
     """
     from scipy.integrate import solve_ivp
 
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable loss(fx, y) -> scalar tensor; got {type(loss).__name__}")
+
     k = _check_kernel(k_train_train)
     y = _check_targets(y_train, k)
     coupled = k.ndim == 4
     n, o = y.shape
-    if learning_rate <= 0:
-        raise ValueError(f"learning_rate must be > 0; got {learning_rate}")
-    if momentum is not None and not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1) or None; got {momentum}")
+    learning_rate = real_number("learning_rate", learning_rate, positive=True)
+    momentum = None if momentum is None else _momentum(momentum)
     # The integrator works on NumPy float64 arrays; the kernel goes to the CPU once, results go back at the end.
     device, dtype = k.device, k.dtype
     k_mat = _as_matrix(k).detach().to("cpu", torch.float64)
@@ -373,10 +417,6 @@ def gradient_descent(
             (grad,) = torch.autograd.grad(value, f)
         return grad
 
-    def initial(value, rows: int) -> torch.Tensor:
-        value = value.detach().cpu() if isinstance(value, torch.Tensor) else value
-        return torch.broadcast_to(torch.as_tensor(value, dtype=torch.float64), (rows, o)).clone()
-
     def predict(t=None, fx_train_0=0.0, fx_test_0=None, k_test_train=None):
         if t is None:
             raise ValueError("t must be finite for gradient_descent (an ODE is integrated up to it)")
@@ -384,12 +424,13 @@ def gradient_descent(
         if bool(torch.isinf(times).any()):
             raise ValueError("t must be finite for gradient_descent")
         unique_times, where = torch.unique(times, return_inverse=True)  # sorted; repeated times solved once
-        f0 = initial(fx_train_0, n)
+        f0 = _initial_outputs("fx_train_0", fx_train_0, (n, o), torch.float64, "cpu").clone()
         cross = None
         if k_test_train is not None:
             cross = _check_cross(k_test_train, n, o, coupled, k_mat).detach().cpu()
         m = 0 if cross is None else cross.shape[0] // (o if coupled else 1)
-        g0 = initial(0.0 if fx_test_0 is None else fx_test_0, m)
+        g0 = _initial_outputs("fx_test_0", 0.0 if fx_test_0 is None else fx_test_0, (m, o), torch.float64, "cpu")
+        g0 = g0.clone()
         sizes = [n * o, m * o]
 
         def velocity(grad: torch.Tensor) -> torch.Tensor:

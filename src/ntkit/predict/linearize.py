@@ -19,6 +19,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, jvp
 
+from ntkit._validation import positive_int
+
 
 class TaylorModel(nn.Module):
     """f(x; θ0 + Δ) expanded to ``degree`` in Δ = θ − θ0.
@@ -31,8 +33,7 @@ class TaylorModel(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
-        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
-            raise ValueError(f"degree must be a positive int; got {degree!r}")
+        degree = positive_int("degree", degree)
         trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
         if not trainable:
             raise ValueError("model has no trainable parameters (requires_grad=True) to expand around")

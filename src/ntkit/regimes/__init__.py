@@ -13,6 +13,7 @@
 >>> tracker = regimes.KernelTracker(model, torch.randn(6, 2, dtype=torch.float64), every=1)
 """
 
+from ntkit.modules import to_mup  # μP as a pass after building (issue 13)
 from ntkit.regimes.lazy import LazyModel, lazy
 from ntkit.regimes.metrics import centered_alignment, kernel_distance, relative_change
 from ntkit.regimes.parameterization import (
@@ -28,5 +29,5 @@ from ntkit.regimes.tracker import KernelTracker
 
 __all__ = [
     "PARAMETERIZATIONS", "ACTIVATIONS", "KernelTracker", "LazyModel", "lazy", "mlp", "mlp_spec", "cnn", "cnn_spec",
-    "mup_param_groups", "relative_change", "kernel_distance", "centered_alignment",
+    "mup_param_groups", "relative_change", "kernel_distance", "centered_alignment", "to_mup",
 ]  # fmt: skip

@@ -43,8 +43,9 @@ import math
 import torch
 from torch import nn
 
+from ntkit._validation import PARAMETERIZATIONS, positive_int
+from ntkit._validation import parameterization as check_parameterization
 from ntkit.infinite import GELU, Conv2d, Erf, GlobalAvgPool2d, Linear, ReLU, Sequential, Tanh
-from ntkit.infinite.layers import PARAMETERIZATIONS, check_parameterization, positive_int
 
 ACTIVATIONS = {"relu": ReLU, "erf": Erf, "gelu": GELU, "tanh": Tanh}
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ntkit._validation import kernel_kinds
 from ntkit.infinite.layers import Layer
 from ntkit.scale import _store
 from ntkit.scale._cluster import CONNECT_TIMEOUT, client_for, run_bounded
@@ -87,7 +88,8 @@ class TileFunction:
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor | None) -> dict[str, np.ndarray]:
         if isinstance(self.arch, Layer):
-            k = self.arch.kernel(a.to(_DTYPES[self.dtype]), None if b is None else b.to(_DTYPES[self.dtype]))
+            dtype = _DTYPES[self.dtype]
+            k = self.arch.kernel(a.to(dtype), None if b is None else b.to(dtype), get=self.kinds, progress=False)
             out = {kind: getattr(k, kind) for kind in self.kinds}
         else:
             from ntkit.empirical import empirical_ntk
@@ -219,9 +221,7 @@ def _check_arch(arch, x1: torch.Tensor, get) -> tuple[str, ...]:
         if len(out) != 1:
             raise ValueError(f"the architecture's per-example output shape is {out}; scale stores (N1, N2) kernels, so "
                              "end it with nk.Flatten() or a global pooling layer")  # fmt: skip
-        kinds = ("nngp", "ntk") if get is None else ((get,) if isinstance(get, str) else tuple(get))
-        if not kinds or any(k not in _store.KINDS for k in kinds) or len(set(kinds)) != len(kinds):
-            raise ValueError(f"get must name 'nngp' and/or 'ntk'; got {get!r}")
+        kinds = ("nngp", "ntk") if get is None else kernel_kinds(get)
         return tuple(k for k in _store.KINDS if k in kinds)
     if isinstance(arch, nn.Module):
         if get not in (None, "ntk", ("ntk",), ["ntk"]):

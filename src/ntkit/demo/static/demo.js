@@ -20,6 +20,21 @@ const state = {
   pending: false,
 };
 
+// The server's token, if it has one: taken from ?token= once, kept for this tab, sent with every API call.
+const TOKEN = (() => {
+  const fromUrl = new URLSearchParams(location.search).get("token");
+  if (fromUrl) sessionStorage.setItem("ntkit-token", fromUrl);
+  return fromUrl || sessionStorage.getItem("ntkit-token");
+})();
+
+// fetch() for the API: JSON bodies, and the token header when there is a token.
+function apiFetch(path, init = {}) {
+  const headers = { ...(init.headers || {}) };
+  if (init.body !== undefined) headers["Content-Type"] = "application/json";
+  if (TOKEN) headers["X-Ntkit-Token"] = TOKEN;
+  return fetch(path, { ...init, headers });
+}
+
 function sessionClient() {
   let id = sessionStorage.getItem("ntkit-client");
   if (!id) {
@@ -85,14 +100,14 @@ function scheduleLimits() {
 async function updateLimits() {
   const help = $("lr-help"), work = $("work-help");
   try {
-    const response = await fetch("/api/limits", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(readParams()) });
+    const response = await apiFetch("/api/limits", { method: "POST", body: JSON.stringify(readParams()) });
     const body = await response.json();
     if (!response.ok) { help.textContent = body.errors.map((e) => e.message).join("; "); help.classList.add("warn"); return; }
     const lr = Number($("learning_rate").value);
     help.textContent = `stable for η < ${body.max_learning_rate.toPrecision(3)} with these settings`;
     help.classList.toggle("warn", !(lr < body.max_learning_rate));
     const share = body.work / body.work_cap;
-    work.textContent = `${body.n_parameters.toLocaleString()} parameters × steps = ${(100 * share).toPrecision(2)}% of the cap`;
+    work.textContent = `${body.n_parameters.toLocaleString()} parameters; steps and kernel frames: ${(100 * share).toPrecision(2)}% of the work cap`;
     work.classList.toggle("warn", share > 1);
   } catch { /* the run itself reports errors */ }
 }
@@ -143,9 +158,8 @@ async function startRun() {
   const controller = new AbortController();
   let response;
   try {
-    response = await fetch("/api/run", {
+    response = await apiFetch("/api/run", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ ...params, client: state.client }),
       signal: controller.signal,
     });
@@ -244,7 +258,7 @@ function finishRun(slot) {
 async function stopRun() {
   $("status").textContent = "Stopping…";
   try {
-    await fetch("/api/stop", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ client: state.client }) });
+    await apiFetch("/api/stop", { method: "POST", body: JSON.stringify({ client: state.client }) });
   } catch { if (state.controller) state.controller.abort(); }
 }
 
@@ -441,11 +455,13 @@ function drawSpectrum(slot, run) {
 async function main() {
   buildPlotGrid();
   try {
-    const response = await fetch("/api/params");
-    state.spec = (await response.json()).spec;
+    const response = await apiFetch("/api/params");
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.errors.map((e) => e.message).join("; "));
+    state.spec = body.spec;
     applySpec(state.spec);
   } catch (err) {
-    showErrors([{ param: "server", message: `could not load the parameter ranges: ${err}` }]);
+    showErrors([{ param: "server", message: `could not load the parameter ranges: ${err.message || err}` }]);
   }
   for (const id of ["width", "depth", "alpha", "lazy"]) $(id).addEventListener("input", syncOutputs);
   $("controls").addEventListener("input", scheduleLimits);
@@ -461,5 +477,22 @@ async function main() {
   document.body.dataset.ready = "1";
 }
 
-window.ntkitDemo = { state, setWidth, readParams };
+// Sets experiment controls from an object of parameters (used by the lesson's "set the experiment" buttons).
+function applyParams(values) {
+  if (values.width !== undefined) setWidth(values.width);
+  if (values.depth !== undefined) { $("depth").value = String(values.depth); }
+  for (const name of ["activation", "parameterization"]) {
+    if (values[name] !== undefined) document.querySelector(`input[name="${name}"][value="${values[name]}"]`).checked = true;
+  }
+  if (values.alpha !== undefined) {
+    $("lazy").checked = values.alpha !== null;
+    if (values.alpha !== null) $("alpha").value = String(Math.log10(values.alpha));
+  }
+  for (const name of ["learning_rate", "steps", "seed"]) if (values[name] !== undefined) $(name).value = String(values[name]);
+  if (values.task !== undefined) $("task").value = values.task;
+  syncOutputs();
+  scheduleLimits();
+}
+
+window.ntkitDemo = { state, setWidth, readParams, applyParams, apiFetch };
 document.addEventListener("DOMContentLoaded", main);

@@ -1,17 +1,19 @@
-"""Plots and the markdown summary of ``ntkit regimes`` (see :mod:`ntkit.regimes.experiment`)."""
+"""Plots and the markdown summary of ``ntkit regimes`` (see :mod:`ntkit.examples.regimes_sweep`)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ntkit._plotting import pyplot, save_figure
+from ntkit.data.tasks import Task
 from ntkit.empirical import empirical_ntk
-from ntkit.predict import max_learning_rate
-from ntkit.regimes.parameterization import mlp, mlp_spec
+from ntkit.examples.common import log_log_slope, stable_learning_rate
+from ntkit.regimes import mlp, mlp_spec
 
 NAMES = {"ntk": "NTK", "mup": "μP", "standard": "standard"}
 
@@ -47,7 +49,7 @@ def fit_slopes(rows) -> dict:
     for key in _groups(rows):
         w, m = geometric_means(rows, key)
         ok = np.isfinite(m)
-        slopes[key] = float(np.polyfit(np.log(w[ok]), np.log(m[ok]), 1)[0]) if ok.sum() >= 2 else math.nan
+        slopes[key] = log_log_slope(w[ok], m[ok]) if ok.sum() >= 2 else math.nan
     return slopes
 
 
@@ -117,50 +119,61 @@ def plot_function_vs_ntk(task, curves, widths, path: Path) -> Path:
     return save_figure(fig, path, dpi=110)
 
 
-def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 200, progress: bool = False) -> dict:
-    """Jacot, Gabriel & Hongler 2018, figure 1: Θ(x0, x) for x = (cos γ, sin γ) on the unit circle and x0 = (1, 0),
-    at initialisation (dashed) and after ``steps`` of gradient descent (solid), for each width and ``seeds``
-    initialisations, over the analytic limit (black). ReLU, ``depth`` hidden layers (L = depth + 1 = 4 as in the
-    paper), W_std = √2, b_std = 0.1, trained on f*(x) = x1·x2 at 8 points of the circle.
-
-    Returns, per width, the mean over seeds of max_γ |Θ − Θ∞| / max Θ∞ at initialisation and at the end, and of
-    the relative change of Θ(x0, ·) in training.
-    """
-    from tqdm.auto import tqdm
-
-    plt = pyplot()
+def _jacot_setup(depth: int) -> dict:
+    """The circle, x0, the 8 training points on the circle, the spec and its analytic Θ(x0, ·), and the rate."""
     dtype = torch.float64
     gamma = torch.linspace(-math.pi, math.pi, 121, dtype=dtype)
     circle = torch.stack([torch.cos(gamma), torch.sin(gamma)], 1)
     x0 = torch.tensor([[1.0, 0.0]], dtype=dtype)
-    g = torch.Generator().manual_seed(1)
-    angles = 2 * math.pi * torch.rand(8, generator=g, dtype=dtype)
+    angles = 2 * math.pi * torch.rand(8, generator=torch.Generator().manual_seed(1), dtype=dtype)
     x_train = torch.stack([torch.cos(angles), torch.sin(angles)], 1)
     y_train = x_train[:, :1] * x_train[:, 1:]
-    spec = mlp_spec(widths[0], 1, depth, "relu", math.sqrt(2), 0.1)
-    limit = spec.kernel(x0, circle).ntk[0]
-    lr = 0.5 * max_learning_rate(spec.kernel(x_train).ntk, len(x_train))
+    spec = mlp_spec(1, 1, depth, "relu", math.sqrt(2), 0.1)
+    lr = stable_learning_rate(spec, Task("jacot", x_train, y_train, circle, circle[:, :1] * circle[:, 1:]), 0.5)
+    return {"gamma": gamma, "circle": circle, "x0": x0, "x_train": x_train, "y_train": y_train, "lr": lr,
+            "limit": spec.kernel(x0, circle).ntk[0]}  # fmt: skip
+
+
+def jacot_run(width: int, seed: int, depth: int = 3, steps: int = 200) -> dict:
+    """One network of Jacot et al.'s figure 1 (see :func:`jacot_figure`): Θ(x0, ·) on the circle before and after
+    ``steps`` of gradient descent, as lists (JSON-ready)."""
+    setup = _jacot_setup(depth)
+    x0, circle, x_train, y_train = setup["x0"], setup["circle"], setup["x_train"], setup["y_train"]
+    model = mlp(2, width, 1, depth, "relu", "ntk", math.sqrt(2), 0.1, seed=seed, dtype=torch.float64)
+    before = empirical_ntk(model, x0, circle)[0].detach()
+    opt = torch.optim.SGD(model.parameters(), lr=setup["lr"])
+    for _ in range(steps):
+        loss = 0.5 * ((model(x_train) - y_train) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = empirical_ntk(model, x0, circle)[0].detach()
+    return {"before": before.tolist(), "after": after.tolist()}
+
+
+def jacot_plot(widths: Sequence[int], runs: Sequence[dict], path: Path, depth: int = 3, steps: int = 200) -> dict:
+    """Draw the runs of :func:`jacot_run` (``widths[i]`` is the width of ``runs[i]``) over the analytic limit, and
+    return per width the means over seeds of max_γ |Θ − Θ∞| / max Θ∞ at initialisation and at the end, and of the
+    relative change of Θ(x0, ·) in training."""
+    plt = pyplot()
+    setup = _jacot_setup(depth)
+    gamma, limit = setup["gamma"], setup["limit"]
     fig, ax = plt.subplots(figsize=(7, 4.6))
-    numbers = {}
-    jobs = [(w, s) for w in widths for s in range(seeds)]
-    for w, s in tqdm(jobs, desc="Jacot figure 1", disable=not progress):
-        model = mlp(2, w, 1, depth, "relu", "ntk", math.sqrt(2), 0.1, seed=s, dtype=dtype)
-        before = empirical_ntk(model, x0, circle)[0].detach()
-        opt = torch.optim.SGD(model.parameters(), lr=lr)
-        for _ in range(steps):
-            loss = 0.5 * ((model(x_train) - y_train) ** 2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        after = empirical_ntk(model, x0, circle)[0].detach()
+    numbers: dict = {}
+    labelled = set()
+    for w, run in zip(widths, runs, strict=True):
+        before, after = torch.tensor(run["before"]), torch.tensor(run["after"])
         color = "C0" if w == widths[0] else "C1"
-        ax.plot(gamma, before, "--", color=color, lw=0.9, alpha=0.8, label=f"n={w}, t=0" if s == 0 else None)
-        ax.plot(gamma, after, "-", color=color, lw=0.9, alpha=0.8, label=f"n={w}, t={steps}" if s == 0 else None)
+        first = w not in labelled
+        labelled.add(w)
+        ax.plot(gamma, before, "--", color=color, lw=0.9, alpha=0.8, label=f"n={w}, t=0" if first else None)
+        ax.plot(gamma, after, "-", color=color, lw=0.9, alpha=0.8, label=f"n={w}, t={steps}" if first else None)
         scale = float(limit.abs().max())
         d = numbers.setdefault(w, {"init_gap": [], "end_gap": [], "change": []})
         d["init_gap"].append(float((before - limit).abs().max()) / scale)
         d["end_gap"].append(float((after - limit).abs().max()) / scale)
         d["change"].append(float(torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before)))
+    seeds = len(runs) // max(1, len(numbers))
     ax.plot(gamma, limit, "k-", lw=2.2, label="n = ∞ (analytic)")
     ax.set_xlabel("γ,  x = (cos γ, sin γ)")
     ax.set_ylabel("Θ(x0, x)")
@@ -169,6 +182,22 @@ def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 20
     ax.legend(fontsize=8)
     save_figure(fig, path, dpi=130)
     return {w: {k: float(np.mean(v)) for k, v in d.items()} for w, d in numbers.items()}
+
+
+def jacot_figure(widths, seeds: int, path: Path, depth: int = 3, steps: int = 200, progress: bool = False) -> dict:
+    """Jacot, Gabriel & Hongler 2018, figure 1: Θ(x0, x) for x = (cos γ, sin γ) on the unit circle and x0 = (1, 0),
+    at initialisation (dashed) and after ``steps`` of gradient descent (solid), for each width and ``seeds``
+    initialisations, over the analytic limit (black). ReLU, ``depth`` hidden layers (L = depth + 1 = 4 as in the
+    paper), W_std = √2, b_std = 0.1, trained on f*(x) = x1·x2 at 8 points of the circle.
+
+    Returns, per width, the mean over seeds of max_γ |Θ − Θ∞| / max Θ∞ at initialisation and at the end, and of
+    the relative change of Θ(x0, ·) in training (:func:`jacot_plot`).
+    """
+    from tqdm.auto import tqdm
+
+    jobs = [(w, s) for w in widths for s in range(seeds)]
+    runs = [jacot_run(w, s, depth, steps) for w, s in tqdm(jobs, desc="Jacot figure 1", disable=not progress)]
+    return jacot_plot([w for w, _ in jobs], runs, path, depth, steps)
 
 
 def _fmt(x: float) -> str:

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from ntkit import empirical_ntk, regimes
-from ntkit.regimes.experiment import base_learning_rate, train_one
-from ntkit.regimes.tasks import load_task
+from ntkit.data.tasks import load_task
+from ntkit.examples.regimes_sweep import base_learning_rate, train_one
 
 TASK = load_task("sin", n_train=16)
 LR = base_learning_rate(TASK, 1, 0.5)

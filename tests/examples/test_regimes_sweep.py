@@ -5,9 +5,9 @@ import csv
 import pytest
 
 from ntkit.cli import main
-from ntkit.regimes import experiment
-from ntkit.regimes.report import jacot_figure
-from ntkit.regimes.tasks import load_task
+from ntkit.data.tasks import load_task
+from ntkit.examples import regimes_sweep as experiment
+from ntkit.examples.regimes_report import jacot_figure
 
 REQUIRED = ["task", "width", "parameterization", "alpha", "seed", "train_loss", "test_loss", "kernel_change",
             "weight_change", "ntk_gap"]  # fmt: skip
@@ -62,10 +62,15 @@ def test_jacot_figure_converges_to_the_analytic_limit(tmp_path):
         ({"alphas": (-2,)}, r"alphas must be a non-empty sequence of finite numbers > 0"),
         ({"parameterizations": ("ntk", "sp")}, r"parameterization must be one of .*; got 'sp'"),
         ({"seeds": 0}, r"seeds must be a positive int; got 0"),
+        ({"lr_fraction": float("nan")}, r"lr_fraction must be finite; got nan"),
+        ({"lr_fraction": 2.0}, r"lr_fraction \(of the largest stable rate\) must be ≤ 1; got 2.0"),
+        ({"b_std": float("nan")}, r"b_std must be finite; got nan"),
+        ({"depth": 0}, r"depth must be a positive int; got 0"),
+        ({"widths": (10**12,)}, r"widths 1000000000000: training one network of width .* GiB is available"),
     ],
 )
 def test_bad_input(tmp_path, kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, MemoryError), match=message):
         experiment.run_regimes(**{"out": tmp_path, "progress": False, **kwargs})
 
 
