@@ -189,18 +189,22 @@ def render(results: dict) -> str:
                   f"{c['diag_reg']:g}.  ", f"Test predictions against `gp_inference`: relative difference "
                   f"{c['rel_diff_gp_inference']:.2e}; against `gradient_descent_mse(t=∞)`: "
                   f"{c['rel_diff_gradient_descent_mse']:.2e} (required ≤ 1e-6).", ""]  # fmt: skip
-    r = results.get("regression")
-    if r:
+    for key in sorted(k for k in results if k.startswith("regression")):
+        r = results[key]
         workers = ", ".join(f"{v:.0f}" for v in r["worker_peak_rss_mib_kernel"].values())
+        if r.get("kernel_resumed"):
+            workers = "not measured (no tile computed in this run)"
+        else:
+            workers += " MiB"
         lines += [f"## Kernel regression end to end, N = {r['n']:,}, float32", "",
                   f"Command: `{r.get('command', '')}`", "",
                   "| step | result |", "|---|---|",
                   f"| kernel ({r['workers']} workers, tile {r['tile']}) | "
-                  + ("finished by an earlier run (see below)" if r.get("kernel_resumed") else f"{r['kernel_s']:.0f} s")
+                  + ("an earlier run (see the notes)" if r.get("kernel_resumed") else f"{r['kernel_s']:.0f} s")
                   + " |",
                   f"| disk used by the store | {r['disk_bytes'] / 2**30:.2f} GiB |",
                   f"| peak RSS: driver (kernel / solve), workers | {r['driver_peak_rss_mib_kernel']:.0f} / "
-                  f"{r['driver_peak_rss_mib_solve']:.0f} MiB; {workers} MiB |",
+                  f"{r['driver_peak_rss_mib_solve']:.0f} MiB; {workers} |",
                   f"| CG, Nyström rank {r['rank']}, tol {r['tol']:g} | {r['cg_iterations']} iterations, "
                   f"{r['solve_s']:.0f} s "
                   "(includes the landmark pass and one check product) |",
