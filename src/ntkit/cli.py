@@ -400,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     smalldata.add_argument("--out", default="results/smalldata", help="folder for the table, CSV and plot")
     smalldata.set_defaults(run=_smalldata)
     _add_theory(sub)
+
+    from ntkit.scale._cli import add_commands as add_scale_commands
+
+    add_scale_commands(sub)  # `ntkit kernel`, `ntkit solve` (issue 12)
     return parser
 
 
