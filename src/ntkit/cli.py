@@ -212,6 +212,110 @@ def _smalldata(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(option: str, positive: bool = False):
+    def parse(text: str) -> tuple[float, ...]:
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} must be comma-separated numbers; got {text!r}") from None
+        if any(not (v > 0 if positive else v >= 0) or v == float("inf") for v in values):
+            raise argparse.ArgumentTypeError(f"{option} must be finite numbers {'> 0' if positive else '≥ 0'}; "
+                                             f"got {text!r}")  # fmt: skip
+        return values
+
+    return parse
+
+
+def _theory_learning_curve(args: argparse.Namespace) -> int:
+    from ntkit.examples import theory_study as ts
+
+    config = {
+        k: getattr(args, k) for k in ("dim", "degrees", "powers", "noise", "ridges", "ns", "draws", "depth", "seed")
+    }
+    folder = _start_folder("theory-learning-curve", args, config, lambda: None)
+    if folder is None:
+        return 2
+    print(f"ntkit theory learning-curve: ReLU NTK (depth {args.depth}) on S^{args.dim - 1}, target degrees "
+          f"{args.degrees} with powers {args.powers}, noise {args.noise:g}, ridges {args.ridges}, n {args.ns}, "
+          f"{args.draws} draws")  # fmt: skip
+    rows = ts.sphere_learning_curves(dim=args.dim, degrees=args.degrees, powers=args.powers, noise=args.noise,
+                                     ridges=args.ridges, ns=args.ns, draws=args.draws, depth=args.depth,
+                                     seed=args.seed, progress=not args.no_progress)  # fmt: skip
+    print(f"{'ridge':>8} {'n':>6} {'predicted':>11} {'measured':>11} {'± s.e.':>9} {'rel. err':>9}")
+    for r in rows:
+        print(f"{r['ridge']:>8g} {r['n']:>6} {r['predicted']:>11.4g} {r['measured']:>11.4g} {r['stderr']:>9.2g} "
+              f"{r['rel_error']:>+9.1%}")  # fmt: skip
+    print(f"table: {folder.write_table('learning_curve.csv', rows).resolve()}")
+    with folder.output("learning_curve.png") as tmp:
+        ts.plot_learning_curves(rows, tmp, f"ReLU NTK on S^{args.dim - 1}, degrees {','.join(map(str, args.degrees))}")
+    folder.complete()
+    print(f"plot: {(folder.out / 'learning_curve.png').resolve()}")
+    return 0
+
+
+def _theory_phase(args: argparse.Namespace) -> int:
+    from ntkit.examples import theory_study as ts
+
+    config = {k: getattr(args, k) for k in ("activation", "w2", "depths", "b2", "width", "steps", "seed")}
+    if not args.b2 > 0:
+        return _refuse("theory phase", ValueError(f"--b2 must be a finite number > 0; got {args.b2!r}"))
+    folder = _start_folder("theory-phase", args, config, lambda: None)
+    if folder is None:
+        return 2
+    print(f"ntkit theory phase: {args.activation} MLPs, σ_w² {args.w2}, depths {args.depths}, σ_b² {args.b2:g}, "
+          f"width {args.width}, {args.steps} steps")  # fmt: skip
+    rows = ts.phase_training(args.activation, args.w2, args.depths, args.b2, args.width, args.steps,
+                             seed=args.seed, progress=not args.no_progress, folder=folder)  # fmt: skip
+    print(f"{'σ_w²':>6} {'depth':>6} {'χ1':>7} {'6ξ':>8} {'loss/const':>11}")
+    for r in rows:
+        print(f"{r['w2']:>6g} {r['depth']:>6} {r['chi1']:>7.3f} {r['six_xi']:>8.1f} {r['relative_loss']:>11.3g}")
+    print(f"table: {folder.write_table(f'phase_{args.activation}.csv', rows).resolve()}")
+    with folder.output(f"phase_{args.activation}.png") as tmp:
+        ts.plot_phase(rows, tmp)
+    folder.complete()
+    print(f"plot: {(folder.out / f'phase_{args.activation}.png').resolve()}")
+    return 0
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and weights")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--out", default="results/theory", help="folder for the plot and table")
+
+
+def _add_theory(sub) -> None:
+    theory = sub.add_parser("theory", help="what the kernel predicts without training: learning curves, phase diagram")
+    tsub = theory.add_subparsers(dest="theory_command", required=True)
+    lc = tsub.add_parser("learning-curve", help="predicted vs measured NTK regression on the sphere; plot + CSV")
+    lc.add_argument("--dim", type=_positive("--dim"), default=5, help="inputs on S^(dim-1) in R^dim (default 5)")
+    lc.add_argument(
+        "--degrees",
+        type=_positive_ints("--degrees"),
+        default=(1, 2, 3),
+        help="spherical-harmonic degrees of the target",
+    )
+    lc.add_argument("--powers", type=_floats("--powers"), default=(1.0, 0.5, 0.25), help="target power per degree")
+    lc.add_argument("--noise", type=float, default=0.01, help="label noise variance ε²")
+    lc.add_argument("--ridges", type=_floats("--ridges"), default=(0.0, 1e-3, 1e-2), help="ridges δ")
+    lc.add_argument("--ns", type=_positive_ints("--ns"), default=(10, 30, 100, 300, 1000), help="training-set sizes")
+    lc.add_argument("--draws", type=_positive("--draws"), default=20, help="training sets per n")
+    lc.add_argument("--depth", type=_positive("--depth"), default=1, help="hidden layers of the ReLU MLP")
+    _run_options(lc)
+    lc.set_defaults(run=_theory_learning_curve)
+    ph = tsub.add_parser("phase", help="deep MLPs trained over (σ_w², depth) against 6ξ; plot + CSV")
+    ph.add_argument("--activation", choices=("tanh", "relu", "erf"), default="tanh")
+    ph.add_argument("--w2", type=_floats("--w2", positive=True), default=(0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0),
+                    help="σ_w² values")  # fmt: skip
+    ph.add_argument(
+        "--depths", type=_positive_ints("--depths"), default=(10, 20, 40, 80), help="depths (hidden layers)"
+    )
+    ph.add_argument("--b2", type=float, default=0.05, help="σ_b² (> 0)")
+    ph.add_argument("--width", type=_positive("--width"), default=64, help="hidden width")
+    ph.add_argument("--steps", type=_positive("--steps"), default=100, help="gradient-descent steps per network")
+    _run_options(ph)
+    ph.set_defaults(run=_theory_phase)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntkit", description="Neural Tangent Kernels for PyTorch.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -295,6 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
     smalldata.add_argument("--no-progress", action="store_true", help="no progress bar")
     smalldata.add_argument("--out", default="results/smalldata", help="folder for the table, CSV and plot")
     smalldata.set_defaults(run=_smalldata)
+    _add_theory(sub)
+
+    from ntkit.scale._cli import add_commands as add_scale_commands
+
+    add_scale_commands(sub)  # `ntkit kernel`, `ntkit solve` (issue 12)
     return parser
 
 

@@ -121,14 +121,9 @@ def interactive_task(name: str, seed: int = 0, dtype: torch.dtype = torch.float6
         x0 = torch.zeros(1, 1, dtype=dtype)
         return Task(name, x_train, y_train, x_test, y_test, x_plot=x_test, x0=x0, x_slice=x_test,
                     slice_coord=x_test[:, 0], slice_label="x")  # fmt: skip
-    # One turn per arm and little noise: a task that a few hundred steps can fit at the demo's widths.
-    makers = {
-        "spirals": lambda n, g: two_spirals(n, turns=1.0, noise=0.03, r_min=0.15, seed=g, dtype=dtype),
-        "circles": lambda n, g: two_circles(n, noise=0.05, seed=g, dtype=dtype),
-    }
     generator = torch.Generator().manual_seed(seed)
-    x_train, y_train = makers[name](32, generator)
-    x_test, y_test = makers[name](128, generator)
+    x_train, y_train = _interactive_pairs(name, 32, generator, dtype)
+    x_test, y_test = _interactive_pairs(name, 128, generator, dtype)
     axis = torch.linspace(-GRID_LIMIT, GRID_LIMIT, GRID_SIZE, dtype=dtype)
     gy, gx = torch.meshgrid(axis, axis, indexing="ij")  # row-major: x_plot[i·G + j] = (axis[j], axis[i])
     x_plot = torch.stack([gx.reshape(-1), gy.reshape(-1)], 1)
@@ -137,3 +132,24 @@ def interactive_task(name: str, seed: int = 0, dtype: torch.dtype = torch.float6
     x_slice = torch.stack([coord, torch.zeros_like(coord)], 1)
     return Task(name, x_train, y_train, x_test, y_test, classes=2, x_plot=x_plot, x0=x0, x_slice=x_slice,
                 slice_coord=coord, slice_label="x₁ (on the line x₂ = 0)")  # fmt: skip
+
+
+def _interactive_pairs(name: str, n_per_class: int, generator: torch.Generator, dtype: torch.dtype):
+    # One turn per arm and little noise: a task that a few hundred steps can fit at the demo's widths.
+    if name == "spirals":
+        return two_spirals(n_per_class, turns=1.0, noise=0.03, r_min=0.15, seed=generator, dtype=dtype)
+    return two_circles(n_per_class, noise=0.05, seed=generator, dtype=dtype)
+
+
+def sample_interactive(name: str, n: int, generator: torch.Generator,
+                       dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """n i.i.d. points (x (n, d), y (n,)) from the distribution of the demo task ``name``: x uniform on [−1, 1]
+    with y = sin(3x) for "sin"; for "spirals" and "circles" the generator of :func:`interactive_task`, both
+    classes equally likely (used by the demo's learning-curve panel, which needs fresh samples of any size)."""
+    check_task(name, INTERACTIVE_TASKS)
+    if name == "sin":
+        x = 2 * torch.rand(n, 1, generator=generator, dtype=dtype) - 1
+        return x, torch.sin(3 * x[:, 0])
+    x, y = _interactive_pairs(name, (n + 1) // 2, generator, dtype)
+    order = torch.randperm(len(x), generator=generator)[:n]
+    return x[order], y[order, 0]

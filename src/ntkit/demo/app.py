@@ -10,6 +10,7 @@ Routes
                            ``{"errors": [{"param", "message"}]}`` for bad ones, else streams ``text/event-stream``
                            messages ``data: {json}`` of types init, frame, done, stopped and error
 ``POST /api/stop``         ``{"client": id}``: stops that client's run
+``POST /api/learning-curve``  the learning-curve panel (:mod:`ntkit.demo.learning_curve`)
 ``POST /api/limits``       the same parameters as a run: 200 with the largest stable learning rate, the parameter
                            count and the work (:func:`ntkit.demo.params.work`) against the cap, or 422 for bad ones
 ``GET /api/seed-example``  the page's code section: the classic two-layer ReLU example run by ntkit
@@ -51,6 +52,7 @@ from ntkit.demo.experiment import (
     stable_learning_rate,
 )
 from ntkit.demo.guard import Guard, GuardConfig, is_loopback
+from ntkit.demo.learning_curve import learning_curve_route
 from ntkit.demo.params import DEFAULT_WORK_CAP, SPEC, TASK_SHAPES, ParamError, n_parameters, parse_params, work
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -308,6 +310,7 @@ def create_app(work_cap: float = DEFAULT_WORK_CAP, n_frames: int = DEFAULT_FRAME
         Route("/api/stop", stop, methods=["POST"]),
         Route("/api/limits", limits, methods=["POST"]),
         Route("/api/seed-example", seed_example),
+        learning_curve_route(),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from ntkit._validation import real_number
 from ntkit.data.tasks import Task
 from ntkit.predict import max_learning_rate
+from ntkit.theory.learning_curves import log_log_slope  # noqa: F401  (re-exported: the one slope fitter lives in theory)
 
 
 def stable_learning_rate(kernel, task: Task, fraction: float = 1.0) -> float:
@@ -49,19 +48,3 @@ def stable_learning_rate(kernel, task: Task, fraction: float = 1.0) -> float:
         raise ValueError(f"fraction (of the largest stable learning rate) must be ≤ 1; got {fraction!r}")
     k = kernel if isinstance(kernel, torch.Tensor) else kernel.kernel(task.x_train).ntk
     return fraction * max_learning_rate(k, task.y_train.numel())
-
-
-def log_log_slope(x: Sequence[float], y: Sequence[float]) -> float:
-    """Least-squares slope b of log y = a + b·log x: the exponent of a power law y ∝ x^b.
-
-    b = Σ (u − ū)(v − v̄) / Σ (u − ū)² with u = log x, v = log y, in float64. Needs two distinct x.
-
-    >>> round(log_log_slope([1, 4, 16], [3.0, 1.5, 0.75]), 12)
-    -0.5
-    """
-    u = torch.as_tensor(list(x), dtype=torch.float64).log()
-    v = torch.as_tensor(list(y), dtype=torch.float64).log()
-    if u.numel() < 2 or u.numel() != v.numel() or float(u.max() - u.min()) == 0:
-        raise ValueError(f"a slope needs at least two distinct x and one y per x; got x={list(x)}, y={list(y)}")
-    u = u - u.mean()
-    return float((u * (v - v.mean())).sum() / (u * u).sum())
