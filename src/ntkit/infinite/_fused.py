@@ -87,10 +87,13 @@ if NUMBA_AVAILABLE:
                                     if cos != cos:
                                         cos = 0.0
                                 cos = min(1.0, max(-1.0, cos))
-                                if abs(cos) > snap:
-                                    cos = 1.0 if cos > 0 else -1.0
-                                pi_minus_theta = math.pi - math.acos(cos)
-                                bracket = math.sqrt(1.0 - cos * cos) + cos * pi_minus_theta
+                                theta = math.acos(cos)
+                                if theta <= snap:  # as relu_kernels: the snap is on the angle
+                                    theta = 0.0
+                                pi_minus_theta = math.pi - theta
+                                if pi_minus_theta <= snap:
+                                    pi_minus_theta = 0.0
+                                bracket = math.sin(pi_minus_theta) + cos * pi_minus_theta
                                 k1[a, b, c, d, e, f] = norm / two_pi * bracket
                                 k0[a, b, c, d, e, f] = pi_minus_theta / two_pi
 
@@ -149,7 +152,7 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
     views = [c[(None,) * (6 - len(shape))] for c in (cov11, cov12, cov22)]  # views, broadcast axes of stride 0
     k1 = torch.empty(six, dtype=cov12.dtype)
     k0 = torch.empty(six, dtype=cov12.dtype)
-    snap = 1.0 - _SNAP_EPS * torch.finfo(cov12.dtype).eps
+    snap = math.acos(1.0 - _SNAP_EPS * torch.finfo(cov12.dtype).eps)  # activations.snap_angle
     _relu_6d(*(v.numpy() for v in views), k1.numpy(), k0.numpy(), snap)
     return k1.reshape(shape), k0.reshape(shape)
 

@@ -42,9 +42,16 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
     if _differentiated(cov11, cov12, cov22):
         return _relu_kernels_differentiable(cov11, cov12, cov22)
     norm = torch.mul(cov11, cov22).sqrt_()
-    cos = _safe_cosine(cov12, norm)
-    pi_minus_theta = torch.arccos(cos).neg_().add_(math.pi)
-    bracket = torch.addcmul(norm.new_ones(()), cos, cos, value=-1.0).sqrt_().addcmul_(cos, pi_minus_theta)
+    cos = torch.div(cov12, norm)
+    if bool((cov11 == 0).any()) or bool((cov22 == 0).any()):  # small per-example tensors: a cheap test
+        cos.nan_to_num_(0.0, 1.0, -1.0)
+    cos.clamp_(-1.0, 1.0)
+    # The snap on the angle, in place (threshold_: one pass each): θ ≤ θ_snap is cos θ = 1 and π − θ ≤ θ_snap is
+    # cos θ = −1; sin θ = sin(π − θ) then comes from the snapped angle, so a self-pair is exact.
+    snap = snap_angle(cos.dtype)
+    pi_minus_theta = torch.nn.functional.threshold_(torch.arccos(cos), snap, 0.0).neg_().add_(math.pi)
+    torch.nn.functional.threshold_(pi_minus_theta, snap, 0.0)
+    bracket = torch.sin(pi_minus_theta).addcmul_(cos, pi_minus_theta)
     k1 = norm.div_(2 * math.pi).mul_(bracket)
     k0 = pi_minus_theta.div_(2 * math.pi)
     return k1, k0
@@ -64,6 +71,11 @@ def _safe_cosine(cov12: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     cos = torch.div(cov12, norm).nan_to_num_(0.0, 1.0, -1.0).clamp_(-1.0, 1.0)
     edge = 1.0 - COSINE_SNAP_EPS * torch.finfo(cos.dtype).eps
     return torch.where(cos.abs() > edge, torch.sign(cos), cos)
+
+
+def snap_angle(dtype: torch.dtype) -> float:
+    """The angle below which θ (or π − θ) is taken as exactly 0: arccos(1 − COSINE_SNAP_EPS·ε) ≈ √(2·16ε)."""
+    return math.acos(1.0 - COSINE_SNAP_EPS * torch.finfo(dtype).eps)
 
 
 def _in_float64(kernels):
