@@ -69,7 +69,7 @@ def enabled(t: torch.Tensor, kernel: str) -> bool:
 if NUMBA_AVAILABLE:
 
     @numba.njit(cache=True, nogil=True)
-    def _relu_6d(c11, c12, c22, k1, k0, snap):  # pragma: no cover - compiled
+    def _relu_6d(c11, c12, c22, k1, k0, snap, sin_snap_squared):  # pragma: no cover - compiled
         two_pi = 2.0 * math.pi
         n0, n1, n2, n3, n4, n5 = k1.shape
         for a in range(n0):
@@ -93,7 +93,10 @@ if NUMBA_AVAILABLE:
                                 pi_minus_theta = math.pi - theta
                                 if pi_minus_theta <= snap:
                                     pi_minus_theta = 0.0
-                                bracket = math.sin(pi_minus_theta) + cos * pi_minus_theta
+                                sin_squared = 1.0 - cos * cos
+                                if sin_squared <= sin_snap_squared:
+                                    sin_squared = 0.0
+                                bracket = math.sqrt(sin_squared) + cos * pi_minus_theta
                                 k1[a, b, c, d, e, f] = norm / two_pi * bracket
                                 k0[a, b, c, d, e, f] = pi_minus_theta / two_pi
 
@@ -153,7 +156,7 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
     k1 = torch.empty(six, dtype=cov12.dtype)
     k0 = torch.empty(six, dtype=cov12.dtype)
     snap = math.acos(1.0 - _SNAP_EPS * torch.finfo(cov12.dtype).eps)  # activations.snap_angle
-    _relu_6d(*(v.numpy() for v in views), k1.numpy(), k0.numpy(), snap)
+    _relu_6d(*(v.numpy() for v in views), k1.numpy(), k0.numpy(), snap, math.sin(snap) ** 2)
     return k1.reshape(shape), k0.reshape(shape)
 
 

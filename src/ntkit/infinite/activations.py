@@ -46,12 +46,14 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
     if bool((cov11 == 0).any()) or bool((cov22 == 0).any()):  # small per-example tensors: a cheap test
         cos.nan_to_num_(0.0, 1.0, -1.0)
     cos.clamp_(-1.0, 1.0)
-    # The snap on the angle, in place (threshold_: one pass each): θ ≤ θ_snap is cos θ = 1 and π − θ ≤ θ_snap is
-    # cos θ = −1; sin θ = sin(π − θ) then comes from the snapped angle, so a self-pair is exact.
+    # The snap to cos θ = ±1, in place (threshold_: one cheap pass each): θ ≤ θ_snap is θ = 0, π − θ ≤ θ_snap is
+    # θ = π, and sin²θ = 1 − cos²θ ≤ sin²θ_snap is sin θ = 0, so a self-pair whose cosine rounded to 1 − δ is exact.
+    threshold = torch.nn.functional.threshold_
     snap = snap_angle(cos.dtype)
-    pi_minus_theta = torch.nn.functional.threshold_(torch.arccos(cos), snap, 0.0).neg_().add_(math.pi)
-    torch.nn.functional.threshold_(pi_minus_theta, snap, 0.0)
-    bracket = torch.sin(pi_minus_theta).addcmul_(cos, pi_minus_theta)
+    pi_minus_theta = threshold(torch.arccos(cos), snap, 0.0).neg_().add_(math.pi)
+    threshold(pi_minus_theta, snap, 0.0)
+    sin_squared = threshold(torch.addcmul(norm.new_ones(()), cos, cos, value=-1.0), math.sin(snap) ** 2, 0.0)
+    bracket = sin_squared.sqrt_().addcmul_(cos, pi_minus_theta)
     k1 = norm.div_(2 * math.pi).mul_(bracket)
     k0 = pi_minus_theta.div_(2 * math.pi)
     return k1, k0
