@@ -157,8 +157,10 @@ def matmul_nt(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         or b.requires_grad
         or a.ndim != 2
         or b.ndim != 2
+        or b.device != a.device
+        or a.shape[1] != b.shape[1]
     ):
-        return a @ b.T
+        return a @ b.T  # torch's own error for mismatched inputs; no backend is blamed for the caller's mistake
     if _forced is None and _env_backend() is None and a.shape[0] * a.shape[1] * b.shape[0] < CALIBRATE_ABOVE:
         return a @ b.T
     name = gemm_backend(a.dtype)

@@ -9,14 +9,12 @@ Bach 2019), but not the distance between a width-32 kernel and the infinite-widt
 from __future__ import annotations
 
 import pytest
-import torch
 
 from ntkit.demo.experiment import Experiment
 from ntkit.demo.params import RunParams
 
 
-def _summary(**settings) -> dict:
-    torch.set_num_threads(1)
+def _summary(**settings) -> dict:  # single-threaded like the whole suite (tests/conftest.py)
     *_, done = Experiment(RunParams(steps=400, **settings), n_frames=2).frames()
     assert done["type"] == "done"
     return done["summary"]

@@ -260,3 +260,7 @@ def test_ntk_vector_product_checks_v():
     x = torch.randn(5, 4, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"v must have shape \(N2, O\) = \(4, 2\)"):
         ntkit.ntk_vector_product(mlp(), x, x[:4], torch.randn(3, 2, dtype=torch.float64))
+    v = torch.randn(4, 2, dtype=torch.float64)
+    v[1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"v contains 1 NaN or infinite value"):
+        ntkit.ntk_vector_product(mlp(), x, x[:4], v)

@@ -23,7 +23,11 @@ def test_the_issue_case_is_refused_before_any_work(monkeypatch):
     """N = 4096, 10 outputs, "full" in float32: the result alone is 4096²·100·4 B = 6.7 GB."""
     monkeypatch.setattr(_validation, "available_memory", lambda device: 4 << 30)
     calls = []
-    monkeypatch.setattr(_common, "FeatureCache", lambda *a: calls.append(a))  # would compute Jacobians/factors
+    # every method's first piece of work (patched where each module looks it up): per-example Jacobians, the
+    # structured layer factors, and the vjp of NTK-vector products
+    for target in ("ntkit.empirical.jacobian.per_example_jacobians", "ntkit.empirical.structured.layer_factors",
+                   "ntkit.empirical.products.vjp"):  # fmt: skip
+        monkeypatch.setattr(target, lambda *a, **k: calls.append(a))
     x = torch.randn(4096, 3)
     for method in ("auto", *METHODS):
         with pytest.raises(MemoryBudgetError, match=r"6\.2\d GiB") as caught:

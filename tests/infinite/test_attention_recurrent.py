@@ -195,13 +195,14 @@ def test_empirical_ntk_of_attention_and_rnn_modules_is_detached(method):
 
 def test_monte_carlo_kernel_converges_to_the_exact_kernel_within_three_standard_errors():
     """Width 512 and 48 samples: the standard error (≈ 1–3% of the entries) is ≥ 4× the O(1/width) finite-width
-    bias (≈ 0.3%, test_monte_carlo_limit.py); per entry P(|z| > 3) ≈ 0.3%, seeds fixed."""
+    bias (≈ 0.3%, test_monte_carlo_limit.py). 18 entries: a Bonferroni bound of 4 standard errors keeps the
+    family-wise false-alarm rate below 18·P(|t₄₇| > 4) ≈ 0.4% whatever the seed or RNG."""
     arch = nk.Sequential(nk.Linear(512, W_std=1.4, b_std=0.1), nk.Erf(), nk.Linear(16, b_std=0.1))
     x = _randn(3, 4, seed=8)
     mc, k = nk.monte_carlo_kernel(arch, x, n_samples=48, progress=False), arch.kernel(x)
     for kind in ("nngp", "ntk"):
         z = (getattr(mc, kind) - getattr(k, kind)).abs() / getattr(mc, f"{kind}_stderr")
-        assert float(z.max()) < 3, (kind, z)
+        assert float(z.max()) < 4, (kind, z)
         assert float(getattr(mc, f"{kind}_stderr").max()) < 0.1 * float(getattr(k, kind).abs().max())
 
 

@@ -73,7 +73,10 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("name", list(ARCHS))
-def test_self_pairs_are_bit_identical_for_every_batch_size(name):
+def test_self_pairs_agree_for_every_batch_size(name):
+    """Self-pairs come from each example's own reduction x·x (length ≤ C·|window|, rounding ≤ that many ε,
+    possibly different by block shape on another BLAS) and then from well-conditioned maps only; 1e-13 relative is
+    the issue's bound (before the fix the arc-cosine step turned the rounding into ~1e-9)."""
     make, shape = ARCHS[name]
     arch, x = make(), _randn(9, *shape, seed=1)
     ref = arch.kernel(x, batch_size=9)
@@ -81,7 +84,8 @@ def test_self_pairs_are_bit_identical_for_every_batch_size(name):
         k = arch.kernel(x, batch_size=batch)
         for kind in ("nngp", "ntk"):
             a, b = getattr(k, kind), getattr(ref, kind)
-            assert torch.equal(torch.diagonal(a, dim1=0, dim2=1), torch.diagonal(b, dim1=0, dim2=1))
+            da, db = torch.diagonal(a, dim1=0, dim2=1), torch.diagonal(b, dim1=0, dim2=1)
+            assert float(((da - db).abs() / db.abs()).max()) < 1e-13
             assert _relative(a, b) < 1e-13
 
 

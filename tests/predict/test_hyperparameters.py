@@ -99,9 +99,10 @@ def test_bad_hyperparameter_is_named(call, argument, value, error):
 
 
 def test_gp_inference_on_a_singular_kernel_says_to_use_diag_reg():
-    g = torch.Generator().manual_seed(2)
-    features = torch.randn(N, 2, dtype=torch.float64, generator=g)  # rank 2 < N: K is singular
-    k = features @ features.T
+    # K = 2·11ᵀ has rank 1 and every Cholesky step on it is exact (the second pivot is 2 − 1·2 = 0 on any BLAS),
+    # so the factorisation fails everywhere; a random low-rank Gram matrix leaves pivots of ±ε‖K‖ whose sign
+    # depends on the rounding.
+    k = torch.full((N, N), 2.0, dtype=torch.float64)
     with pytest.raises(ValueError, match=r"(?s)singular.*diag_reg"):
         predict.gp_inference(k, targets())
     # and the advice works: a small ridge gives the ridge-regression mean K_{*X} (K + εI)⁻¹ y, by a direct solve

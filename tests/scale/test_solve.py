@@ -74,6 +74,10 @@ def test_bad_input_and_non_convergence(problem, monkeypatch):
         scale.solve(k.ntk, y, diag_reg=REG, rank=N + 1)
     with pytest.raises(ValueError, match="diag_reg must be ≥ 0"):
         scale.solve(k.ntk, y, diag_reg=-1.0)
+    with pytest.raises(TypeError, match="diag_reg must be a real number"):
+        scale.solve(k.ntk, y, diag_reg="1e-4")
+    with pytest.raises(ValueError, match="diag_reg must be finite"):
+        scale.solve(k.ntk, y, diag_reg=float("inf"))
     import psutil
 
     with monkeypatch.context() as m:  # a machine with 100 kB free: the (N, rank) factors cannot fit

@@ -46,7 +46,9 @@ def test_symmetric_store_equals_in_memory_kernel(tmp_path, client, arch, x):
         got = _dense(k, kind)
         assert torch.equal(got, getattr(ref, kind))
         assert torch.equal(got, got.T)
-        assert torch.equal(got.diagonal(), getattr(default, kind).diagonal())
+        # self-pairs: the per-example reductions may round differently by block shape (≤ C·ε), nothing amplifies
+        diag, ref_diag = got.diagonal(), getattr(default, kind).diagonal()
+        assert float(((diag - ref_diag).abs() / ref_diag.abs()).max()) < 1e-13
         torch.testing.assert_close(got, getattr(default, kind), rtol=0, atol=1e-12 * float(got.abs().max()))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, jvp, vjp, vmap
 
+from ntkit._validation import finite_tensor
 from ntkit.empirical._common import (
     Problem,
     assemble,
@@ -160,16 +161,18 @@ def ntk_vector_product(model: torch.nn.Module, x1: torch.Tensor, x2: torch.Tenso
     that iterative solvers need.
     """
     problem = check_request(model, x1, x2, "ntk_vector_products", "full", None)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"v must be a torch.Tensor of shape (N2, O); got {type(v).__name__}")
+    n2 = problem.x1.shape[0] if problem.x2 is None else problem.x2.shape[0]
+    if v.shape != (n2, problem.n_outputs):
+        raise ValueError(f"v must have shape (N2, O) = {(n2, problem.n_outputs)}; got {tuple(v.shape)}")
+    finite_tensor("v", v)
     check_forward_mode(
         problem,
         "ntk_vector_product",
         "ntkit.empirical_ntk(model, x1, x2, method='structured', output='full') contracted with v, "
         "Θv = einsum('abij,bj->ai', Θ, v)",
     )
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"v must be a torch.Tensor of shape (N2, O); got {type(v).__name__}")
-    if v.shape != (x2.shape[0], problem.n_outputs):
-        raise ValueError(f"v must have shape (N2, O) = {(x2.shape[0], problem.n_outputs)}; got {tuple(v.shape)}")
     f, theta = _batch_function(problem)
     with torch.enable_grad():
         _, pullback = vjp(lambda t: f(t, problem.x2), theta)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntkit._validation import kernel_kinds
+from ntkit._validation import kernel_kinds, positive_int
 from ntkit.infinite.layers import Layer
 from ntkit.scale import _store
 from ntkit.scale._cluster import CONNECT_TIMEOUT, client_for, run_bounded
@@ -95,7 +95,7 @@ class TileFunction:
             from ntkit.empirical import empirical_ntk
 
             p = next(self.arch.parameters())
-            out = {"ntk": empirical_ntk(self.arch, a.to(p.dtype), None if b is None else b.to(p.dtype))}
+            out = {"ntk": empirical_ntk(self.arch, a.to(p.dtype), None if b is None else b.to(p.dtype), progress=False)}
         return {kind: t.detach().to(_DTYPES[self.dtype]).numpy() for kind, t in out.items()}
 
 
@@ -295,8 +295,7 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     >>> K.done == K.total  # doctest: +SKIP
     True
     """
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-        raise ValueError(f"tile must be a positive int (examples per tile side); got {tile!r}")
+    positive_int("tile", tile)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype (torch.float32 or torch.float64); got {type(dtype).__name__}")
     dtype_name = _dtype_name(dtype)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ntkit._validation import positive_int
 from ntkit.infinite.layers import Layer
 from ntkit.scale._cluster import CONNECT_TIMEOUT, client_for, run_bounded
 from ntkit.scale.kernel import TileFunction, _check_arch, _check_x
@@ -55,8 +56,7 @@ def predict(arch: Layer | nn.Module, x_test: torch.Tensor, x_train: torch.Tensor
 
     from ntkit.scale.kernel import _dtype_name
 
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1:
-        raise ValueError(f"tile must be a positive int (examples per tile side); got {tile!r}")
+    positive_int("tile", tile)
     x_train = _check_x("x_train", x_train)
     x_test = _check_x("x_test", x_test, like=x_train)
     kinds = _check_arch(arch, x_train, get)
@@ -65,6 +65,10 @@ def predict(arch: Layer | nn.Module, x_test: torch.Tensor, x_train: torch.Tensor
     a = a[:, None] if vector else a
     if a.ndim != 2 or a.shape[0] != x_train.shape[0]:
         raise ValueError(f"alpha must be (N,) or (N, O) with N = {x_train.shape[0]} as x_train; got {tuple(a.shape)}")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise TypeError(f"alpha must be a floating-point array or tensor; got dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"alpha contains {int((~np.isfinite(a)).sum())} NaN or infinite value(s)")
     a = a.astype(np.float64)
     fn = TileFunction(arch, kinds, _dtype_name(dtype))
     m, n = x_test.shape[0], x_train.shape[0]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ntkit._validation import positive_int, real_number
 from ntkit.scale._stream import StreamedMatrix
 
 _PRECONDITIONERS = ("nystrom", None)
@@ -169,12 +170,9 @@ def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: st
         raise ValueError(f"preconditioner must be 'nystrom' or None; got {preconditioner!r}")
     if landmarks not in _LANDMARKS:
         raise ValueError(f"landmarks must be 'random' or 'pivoted'; got {landmarks!r}")
-    if not diag_reg >= 0:
-        raise ValueError(f"diag_reg must be ≥ 0; got {diag_reg}")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0; got {tol}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be a positive int; got {max_iter!r}")
+    diag_reg = real_number("diag_reg", diag_reg, nonnegative=True)
+    tol = real_number("tol", tol, positive=True)
+    positive_int("max_iter", max_iter)
     k = StreamedMatrix(K, threads)
     y, vector = _targets(y, k.n)
     if preconditioner is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= k.n):
