@@ -60,6 +60,107 @@ def test_relu_self_pairs_and_edge_cases_match_exactly_where_the_torch_path_is_ex
         torch.testing.assert_close(got, ref, rtol=0, atol=4 * EPS64)
 
 
+def test_pi_minus_arccos_is_within_one_ulp_of_the_exact_value():
+    """The polynomial arc-cosine against 50-digit mpmath, on a grid, near ±1/2 (its branch point) and near ±1."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    tiny = torch.logspace(-16, -1, 300, dtype=torch.float64)
+    edges = torch.tensor([0.0, -0.0, 1.0, -1.0], dtype=torch.float64)
+    near_half = [0.5 + tiny / 10, 0.5 - tiny / 10, -0.5 + tiny / 10, -0.5 - tiny / 10]
+    c = torch.cat([torch.linspace(-1, 1, 2001, dtype=torch.float64), 1 - tiny, tiny - 1, *near_half, edges])
+    for value in c.tolist():
+        exact = float(mpmath.pi - mpmath.acos(mpmath.mpf(value)))
+        got = _fused._pi_minus_arccos(value)
+        assert abs(got - exact) <= math.ulp(exact), (value, got, exact)
+
+
+def _pair_inputs(n1, n2, spatial, seed=0):
+    c11, c12, c22, k = _covariances(n1, n2, spatial, seed=seed)
+    v1 = nk.infinite.kernel.spatial_diagonal(k.var1, spatial)
+    v2 = nk.infinite.kernel.spatial_diagonal(k.var2, spatial)
+    ntk = torch.rand(c12.shape, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
+    return c11, c12, c22, v1, v2, ntk, k
+
+
+@pytest.mark.parametrize("spatial", [0, 1, 2])
+def test_relu_pairs_match_the_torch_path(spatial):
+    """K' and K̇·Θ of the fused pass against relu_kernels and a product. The cosines are bit-identical (the same
+    √ and ÷), the arc-cosines an ulp apart, so K' agrees to a few ε·√(Σ11Σ22) and K̇·Θ to a few ε·|Θ|."""
+    c11, c12, c22, v1, v2, ntk, k = _pair_inputs(3, 4, spatial)
+    k1, k_dot_ntk = _fused.relu_pairs(v1, c12, v2, ntk, spatial)
+    r1, r0 = activations.relu_kernels(c11, c12, c22)
+    scale = torch.sqrt(c11 * c22).expand_as(c12)
+    assert bool(((k1 - r1).abs() <= 8 * EPS64 * scale).all())
+    assert bool(((k_dot_ntk - r0 * ntk).abs() <= 8 * EPS64 * ntk).all())
+    k1_again, k0 = _fused.relu_pairs(v1, c12, v2, None, spatial)  # no NTK: K̇ itself
+    assert torch.equal(k1_again, k1) and bool(((k0 - r0).abs() <= 8 * EPS64).all())
+    # self-covariances: both sides the same example
+    s1, s0 = _fused.relu_pairs(v1, k.var1, v1, None, spatial, same_example=True)
+    left, right = nk.infinite.kernel.pair_variances(v1, v1, spatial)
+    t1, t0 = activations.relu_kernels(left, k.var1, right)
+    assert bool(((s1 - t1).abs() <= 8 * EPS64 * torch.sqrt(left * right)).all())
+    assert bool(((s0 - t0).abs() <= 8 * EPS64).all())
+
+
+def test_relu_pairs_propagate_nan_and_take_the_zero_variance_limit():
+    v = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    cov = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.5, float("nan")]], dtype=torch.float64)
+    k1, k0 = _fused.relu_pairs(v, cov, v, None, 0)
+    r1, r0 = activations.relu_kernels(v[:, None], cov, v[None, :])
+    # a NaN covariance stays NaN in both (kernel() then raises), even beside a zero variance
+    assert all(bool(torch.isnan(t[2, 2])) for t in (k1, k0, r1, r0))
+    finite = ~torch.isnan(cov)
+    torch.testing.assert_close(k1[finite], r1[finite], rtol=0, atol=4 * EPS64)
+    torch.testing.assert_close(k0[finite], r0[finite], rtol=0, atol=4 * EPS64)
+    assert float(k1[0].abs().max()) == 0.0  # a zero-variance unit: K' = 0 exactly
+
+
+@pytest.mark.parametrize("kernel_size", [(3,), (4,), (5,), (3, 3), (2, 3), (4, 4)])
+@pytest.mark.parametrize("with_ntk", [True, False])
+def test_conv_same_affine_matches_the_torch_affine_map(kernel_size, with_ntk):
+    """K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) against the torch path (shifted sums, then the affine map). The
+    window sums add the same k² terms in another order: |Δ| ≤ 2·k²·ε·(w2·Σ|terms| + b2) per entry."""
+    spatial = len(kernel_size)
+    gen = torch.Generator().manual_seed(3)
+    t = torch.randn(2, 3, *((6,) * 2 * spatial), generator=gen, dtype=torch.float64)
+    u = torch.randn(t.shape, generator=gen, dtype=torch.float64) if with_ntk else None
+    w2, b2 = 1.7 / math.prod(kernel_size), 0.3
+    got_t, got_u = _fused.conv_same_affine(t, u, kernel_size, w2, b2)
+    window = layers._window_sum_stride1
+    ref_t = window(t, kernel_size, "same") * w2 + b2
+    terms = window(t.abs(), kernel_size, "same") * w2 + b2
+    k2 = math.prod(kernel_size)
+    assert float(((got_t - ref_t).abs() - 2 * k2 * EPS64 * terms).max()) <= 0
+    if with_ntk:
+        ref_u = ref_t + w2 * window(u, kernel_size, "same")
+        bound = 2 * k2 * EPS64 * (terms + w2 * window(u.abs(), kernel_size, "same"))
+        assert float(((got_u - ref_u).abs() - bound).max()) <= 0
+    else:
+        assert got_u is None
+
+
+def test_fc_and_pooled_architectures_agree_with_the_torch_path(monkeypatch):
+    """The fused ReLU in a deep FC net and in a Myrtle-like CNN with average pooling (zero-padded "same" convs
+    through conv_same_affine), cross and self kernels, against NTKIT_FUSED=0."""
+    gen = torch.Generator().manual_seed(5)
+    fc = nk.Sequential(*[m for _ in range(6) for m in (nk.Linear(8, W_std=1.5, b_std=0.2), nk.ReLU())], nk.Linear(1))
+    cnn = nk.Sequential(
+        nk.Conv2d(8, 3, W_std=1.4, b_std=0.1), nk.ReLU(), nk.AvgPool2d(2), nk.Conv2d(8, 3), nk.ReLU(),
+        nk.GlobalAvgPool2d(), nk.Linear(1),
+    )  # fmt: skip
+    for arch, shape in [(fc, (6,)), (cnn, (2, 8, 8))]:
+        x = torch.randn(9, *shape, generator=gen, dtype=torch.float64)
+        x2 = torch.randn(4, *shape, generator=gen, dtype=torch.float64)
+        fused = [arch.kernel(x, batch_size=4), arch.kernel(x2, x, batch_size=3)]
+        monkeypatch.setenv(_fused.ENV_VAR, "0")
+        reference = [arch.kernel(x, batch_size=4), arch.kernel(x2, x, batch_size=3)]
+        monkeypatch.setenv(_fused.ENV_VAR, "1")
+        for got, ref in zip(fused, reference, strict=True):
+            for name in ("nngp", "ntk"):
+                a, b = getattr(got, name), getattr(ref, name)
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+
+
 @pytest.mark.parametrize("padding", ["same", "valid", "circular"])
 @pytest.mark.parametrize("kernel_size", [(3,), (4,), (3, 3), (2, 3)])
 def test_window_sum_matches_the_torch_window_mean(padding, kernel_size):
@@ -131,7 +232,7 @@ def test_without_numba_the_torch_path_is_taken(monkeypatch):
 def test_defaults_are_the_kernels_measured_faster(monkeypatch):
     t = torch.zeros(2, dtype=torch.float64)
     monkeypatch.delenv(_fused.ENV_VAR)
-    assert [_fused.enabled(t, k) for k in _fused.KERNELS] == [False, False, True]
+    assert {k for k in _fused.KERNELS if _fused.enabled(t, k)} == {"relu", "conv_same", "window_sum_circular"}
     monkeypatch.setenv(_fused.ENV_VAR, "0")
     assert not any(_fused.enabled(t, k) for k in _fused.KERNELS)
     monkeypatch.setenv(_fused.ENV_VAR, "1")

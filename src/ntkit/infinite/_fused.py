@@ -1,33 +1,41 @@
 """Fused CPU kernels for the infinite-width recursions (numba), with the torch code as the reference path.
 
 The torch formulations stream each block of covariances through memory once per elementwise operation: the
-ReLU arc-cosine step is about ten passes (√, ÷, clamp, snap, arccos, two fused multiply-adds, ...) and a k×k
-convolution's window sum k² shifted additions. Here each is one pass over the block, every intermediate in
-registers:
+ReLU arc-cosine step is about twelve passes (×, √, ÷, clamp, arccos, snaps, two fused multiply-adds, the NTK
+product) and a k×k convolution's window sum and affine map about 3k + 3 per kind. Here each layer is one pass
+over the block per kind, every intermediate in registers:
 
-* :func:`relu_kernels`: K' = √(Σ11Σ22)/(2π)·(sin θ + (π − θ) cos θ) and K̇ = (π − θ)/(2π) with
-  cos θ = Σ12/√(Σ11Σ22) (Cho & Saul, *Kernel Methods for Deep Learning*, NeurIPS 2009), with exactly the
-  clipping, snapping to ±1 and zero-variance limit of :func:`ntkit.infinite.activations.relu_kernels`;
-* :func:`window_sum`: S[p, p'] = Σ_o K[p + o, p' + o] over the filter offsets o of a stride-1 convolution on
-  every pair of spatial axes at once, zero ("same", "valid") or circular padding (Novak et al., *Bayesian Deep
-  Convolutional Networks with Many Channels are Gaussian Processes*, ICLR 2019, eq. for the CNN-GP).
+* :func:`relu_pairs`: K' = √(Σ11Σ22)/(2π)·(sin θ + (π − θ) cos θ), K̇ = (π − θ)/(2π) and the NTK update
+  Θ' = K̇·Θ, with cos θ = Σ12/√(Σ11Σ22) (Cho & Saul, *Kernel Methods for Deep Learning*, NeurIPS 2009; Jacot
+  et al. 2018), with exactly the clipping, snapping to ±1 and zero-variance limit of
+  :func:`ntkit.infinite.activations.relu_kernels` (:func:`relu_kernels` is the same on broadcast inputs);
+  π − arccos is a branch-free polynomial within 1 ulp (:data:`ASIN_COEFFS`), so that the loop vectorises
+  (libm's scalar ``acos`` made the first version slower than torch's SLEEF);
+* :func:`conv_same_affine`: K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) of a stride-1 "same" convolution, S the
+  window sum Σ_o K[p + o, p' + o] over the filter offsets (Novak et al., *Bayesian Deep Convolutional Networks
+  with Many Channels are Gaussian Processes*, ICLR 2019), separable, every offset a masked constant shift of
+  the flattened pair axes;
+* :func:`window_sum`: S alone for any padding, zero ("same", "valid") or circular (by contiguous runs).
 
 The kernels are compiled without the GIL (``nogil``), so the blocks that ``ntkit.infinite.blocked`` runs on
-worker threads can run on all cores, and cached on disk (``cache=True``) after their first compilation.
+worker threads can run on all cores, and cached on disk (``cache=True``) after their first compilation. Every
+loop is written so that LLVM vectorises it (checked in the assembly): numba's ``error_model="numpy"`` (no
+Python exception test per ÷ or √), loop indices that cannot be negative (slices instead of ``j + shift``, which
+would get a wraparound test), and selects after unconditional loads instead of loads under a branch.
 
-Which kernels run by default is what measured faster than the torch path on an AMD EPYC (Zen 4, one thread, CPU
-time, float64, 2026-11-29): only the window sum of circular padding (the torch path pads by ``index_select``):
-3.8 ms against 5.1 ms on a (16, 16, 40, 40) block, and the 1-D CNTK of issue 11 (3 × Conv1d k=5 circular + ReLU,
-100 + 200 signals) in 0.79× the time. The ReLU step (7.4 against 7.7 ms on (8, 8, 8, 8, 8, 8), 11.1 against 6.9
-ms on (16, 16, 40, 40): numba calls libm's scalar ``acos`` where torch uses SLEEF's vectorised one) and the
-zero-padded window sums (3.9 against 0.6 ms for 3×3: torch's shifted ``add_`` passes vectorise better) are off.
-``NTKIT_FUSED=1`` turns every fused kernel on, ``NTKIT_FUSED=0`` every one off. Each entry point returns None
-when it does not apply (off, numba missing, not on the CPU, not float32/float64); the caller then takes the
-torch path, which is also what the tests compare these kernels with.
+Measured on an AMD EPYC (Zen 4, one thread, CPU time, float64, 2026-11-29), against the torch path: the ReLU
+step with the NTK product 6–10 against 14–30 ns per entry ((8, 8, 8, 8, 8, 8), (16, 16, 40, 40) and (512, 512)
+blocks); the "same" 3×3 conv map of both kinds 3.6 against 16 ns per entry; whole kernels (CNTK-GAP, Myrtle-5,
+FC depth 10, 1-D CNTK) 1.5–3× faster (bench/infinite.py). ``DEFAULT_KERNELS`` are those measured faster; the
+zero-padded :func:`window_sum` is not one (the conv map does its work). ``NTKIT_FUSED=1`` turns every fused
+kernel on, ``NTKIT_FUSED=0`` every one off. Each entry point returns None when it does not apply (off, numba
+missing, not on the CPU, not float32/float64, a tensor carrying a derivative); the caller then takes the torch
+path, which is also what the tests compare these kernels with.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -46,8 +54,8 @@ _SNAP_EPS = 16  # ntkit.infinite.activations.COSINE_SNAP_EPS (imported lazily th
 
 
 #: Fused kernels that run when ``NTKIT_FUSED`` is not set: those measured faster than the torch path.
-DEFAULT_KERNELS = frozenset({"window_sum_circular"})
-KERNELS = ("relu", "window_sum", "window_sum_circular")
+DEFAULT_KERNELS = frozenset({"relu", "conv_same", "window_sum_circular"})
+KERNELS = ("relu", "window_sum", "window_sum_circular", "conv_same")
 
 
 def enabled(t: torch.Tensor, kernel: str) -> bool:
@@ -66,41 +74,155 @@ def enabled(t: torch.Tensor, kernel: str) -> bool:
     )
 
 
+#: asin(s) = s + s·z·P(z) with z = s² ∈ [0, 1/4] (s ≤ 1/2), P of degree 12 in z: least squares on 80 Chebyshev
+#: nodes of [0, 1/4], fitted in 60-digit arithmetic (mpmath) to R(z) = (asin √z − √z)/z^{3/2}; the relative error
+#: of P is ≤ 7.5e-17, and the term s·z·P is at most 5 % of s, so asin(s) — and π − arccos(c) built from it below —
+#: is within 1 ulp of the exact value (checked against mpmath at 4,000 points of [−1, 1] in the tests).
+ASIN_COEFFS = (
+    0.16666666666666669, 0.0749999999999834, 0.04464285714653523, 0.03038194412500875, 0.022372173467043486,
+    0.017352380709839098, 0.01397138708310213, 0.011477517005507167, 0.01033337215296726, 0.005413184483715509,
+    0.01751883397953867, -0.015032162599250314, 0.028878362746452394,
+)  # fmt: skip
+
 if NUMBA_AVAILABLE:
+    _C = ASIN_COEFFS
+    # error_model="numpy": a division by zero or the √ of a negative number gives inf/NaN as in torch instead of
+    # raising, which is also what lets LLVM vectorise the loops (a Python-semantics check per element does not).
+    _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
-    @numba.njit(cache=True, nogil=True)
-    def _relu_6d(c11, c12, c22, k1, k0, snap, sin_snap_squared):  # pragma: no cover - compiled
-        two_pi = 2.0 * math.pi
-        n0, n1, n2, n3, n4, n5 = k1.shape
-        for a in range(n0):
-            for b in range(n1):
-                for c in range(n2):
-                    for d in range(n3):
-                        for e in range(n4):
-                            for f in range(n5):
-                                norm = math.sqrt(c11[a, b, c, d, e, f] * c22[a, b, c, d, e, f])
-                                x = c12[a, b, c, d, e, f]
-                                if norm == 0.0:
-                                    cos = 0.0 if x == 0.0 or x != x else (1.0 if x > 0 else -1.0)
-                                else:
-                                    cos = x / norm
-                                    if cos != cos:
-                                        cos = 0.0
-                                cos = min(1.0, max(-1.0, cos))
-                                theta = math.acos(cos)
-                                if theta <= snap:  # as relu_kernels: the snap is on the angle
-                                    theta = 0.0
-                                pi_minus_theta = math.pi - theta
-                                if pi_minus_theta <= snap:
-                                    pi_minus_theta = 0.0
-                                sin_squared = 1.0 - cos * cos
-                                if sin_squared <= sin_snap_squared:
-                                    sin_squared = 0.0
-                                bracket = math.sqrt(sin_squared) + cos * pi_minus_theta
-                                k1[a, b, c, d, e, f] = norm / two_pi * bracket
-                                k0[a, b, c, d, e, f] = pi_minus_theta / two_pi
+    @numba.njit(inline="always", error_model="numpy")
+    def _pi_minus_arccos(c):  # pragma: no cover - compiled
+        """π − arccos(c) for c ∈ [−1, 1], branch-free (selects, so that the loops calling it vectorise).
 
-    @numba.njit(cache=True, nogil=True)
+        |c| ≤ 1/2: π − arccos c = π/2 + asin c. |c| > 1/2: with s = √((1 − |c|)/2) (1 − |c| is exact),
+        arccos|c| = 2 asin s, so π − arccos c = π − 2 asin s for c > 0 and 2 asin s for c < 0: no cancellation
+        near c = −1, where π − torch.arccos(c) loses up to 1e-9 relative.
+        """
+        a = abs(c)
+        big = a > 0.5
+        z = 0.5 * (1.0 - a) if big else a * a
+        s = math.sqrt(z) if big else a
+        p = _C[12] * z + _C[11]
+        p = p * z + _C[10]
+        p = p * z + _C[9]
+        p = p * z + _C[8]
+        p = p * z + _C[7]
+        p = p * z + _C[6]
+        p = p * z + _C[5]
+        p = p * z + _C[4]
+        p = p * z + _C[3]
+        p = p * z + _C[2]
+        p = p * z + _C[1]
+        p = p * z + _C[0]
+        r = s + s * z * p  # asin(s)
+        small = 0.5 * math.pi + r if c >= 0 else 0.5 * math.pi - r
+        return small if not big else (math.pi - 2.0 * r if c > 0 else 2.0 * r)
+
+    @numba.njit(inline="always", error_model="numpy")
+    def _relu_pair(x, norm, snap, sin_snap_squared):  # pragma: no cover - compiled
+        """(K', K̇) of one pair from Σ12 = x and √(Σ11Σ22) = norm, as activations.relu_kernels computes them."""
+        bad = x != x or norm != norm
+        cos = x / norm
+        cos = 0.0 if cos != cos else cos  # 0/0: a zero variance (the limit does not depend on it)
+        cos = min(1.0, max(-1.0, cos))  # ±inf (x ≠ 0 over a zero variance) → ±1, as nan_to_num + clamp
+        pmt = _pi_minus_arccos(cos)
+        pmt = math.pi if math.pi - pmt <= snap else pmt  # θ ≤ θ_snap is θ = 0
+        pmt = 0.0 if pmt <= snap else pmt  # π − θ ≤ θ_snap is θ = π
+        sin_squared = 1.0 - cos * cos
+        sin_squared = 0.0 if sin_squared <= sin_snap_squared else sin_squared
+        k1 = norm / (2.0 * math.pi) * (math.sqrt(sin_squared) + cos * pmt)
+        k0 = pmt / (2.0 * math.pi)
+        return (math.nan if bad else k1), (math.nan if bad else k0)
+
+    @_jit
+    def _relu_flat(cov12, norm_k1, k0_or_tangent, snap, sin_snap_squared, multiply):  # pragma: no cover
+        """One pass over contiguous 1-D views: norm_k1 holds √(Σ11Σ22) on entry and K' on return;
+        k0_or_tangent gets K̇, or (``multiply``) holds Θ on entry and K̇·Θ on return."""
+        if multiply:
+            for i in range(cov12.shape[0]):
+                k1, k0 = _relu_pair(cov12[i], norm_k1[i], snap, sin_snap_squared)
+                norm_k1[i] = k1
+                k0_or_tangent[i] = k0 * k0_or_tangent[i]
+        else:
+            for i in range(cov12.shape[0]):
+                k1, k0 = _relu_pair(cov12[i], norm_k1[i], snap, sin_snap_squared)
+                norm_k1[i] = k1
+                k0_or_tangent[i] = k0
+
+    @_jit
+    def _relu_rows(cov12, left, right, right_by_row, tangent, k1, out, snap, sin_snap_squared):  # pragma: no cover
+        """The ReLU step over cov12 (A, B, C, D, P) with P = E·F a flattened plane, Σ11 = left[a, c, e] and
+        Σ22 = right[b or a, d, f] (``right_by_row``: the self-covariances, both sides the same example a).
+        k1 gets K'; out gets K̇·Θ (``tangent`` is Θ) or, with a 0-size ``tangent``, K̇. The products Σ11Σ22 of a
+        row are formed first (E·F of them), then the row runs as one long loop that vectorises; √(Σ11Σ22) is
+        taken there, as the torch path takes it, so that the cosines are the same to the last bit."""
+        n_a, n_b, n_c, n_d, plane = cov12.shape
+        width = right.shape[2]
+        norm = np.empty(plane, dtype=np.float64)
+        multiply = tangent.size > 0
+        for a in range(n_a):
+            for b in range(n_b):
+                rb = a if right_by_row else b
+                for c in range(n_c):
+                    for d in range(n_d):
+                        for e in range(left.shape[2]):
+                            le = left[a, c, e]
+                            for f in range(width):
+                                norm[e * width + f] = le * right[rb, d, f]
+                        x, o, q = cov12[a, b, c, d], k1[a, b, c, d], out[a, b, c, d]
+                        if multiply:
+                            t = tangent[a, b, c, d]
+                            for j in range(plane):
+                                kk, k0 = _relu_pair(x[j], math.sqrt(norm[j]), snap, sin_snap_squared)
+                                o[j] = kk
+                                q[j] = k0 * t[j]
+                        else:
+                            for j in range(plane):
+                                kk, k0 = _relu_pair(x[j], math.sqrt(norm[j]), snap, sin_snap_squared)
+                                o[j] = kk
+                                q[j] = k0
+
+    @numba.njit(inline="always", error_model="numpy")
+    def _shifted_sum(src, acc, shifts, masks):  # pragma: no cover - compiled
+        """acc = Σ_k src[j + shifts[k]] where masks[k, j], else 0: one axis pair's window sum on a flat row."""
+        size = acc.shape[0]
+        acc[:] = 0.0
+        for k in range(shifts.shape[0]):
+            s = shifts[k]
+            lo, hi = max(0, -s), min(size, size - s)
+            # Slices, so that every index is a non-negative loop counter (a signed j + s would get numba's
+            # negative-index wraparound and stay scalar), and load-then-select (a load under the mask's branch
+            # could not be vectorised either).
+            a, x, keep = acc[lo:hi], src[lo + s : hi + s], masks[k, lo:hi]
+            for j in range(hi - lo):
+                v = x[j]
+                a[j] += v if keep[j] else 0.0
+
+    @_jit
+    def _window_affine(t, u, out_t, out_u, shifts_h, masks_h, shifts_w, masks_w, w2, b2, with_u):  # pragma: no cover
+        """out_t = w2·S(t) + b2 and out_u = out_t + w2·S(u), S the zero-padded window sum of a stride-1 conv.
+
+        t, u, out_*: (M, Q) with Q = H·H·W·W the flattened pair axes of one example pair. S is separable: the
+        sum over the offsets o_h of K[h + o_h, g + o_h, ·, ·], then over o_w along (w, v). In the flat index an
+        offset is a constant shift (o_h·(H + 1)·W² or o_w·(W + 1)), masked where a source position falls in the
+        padding, so each is one long contiguous loop that vectorises, over a row that stays in cache.
+        """
+        size = out_t.shape[1]
+        scratch = np.empty(size, dtype=np.float64)
+        for m in range(out_t.shape[0]):
+            _shifted_sum(t[m], scratch, shifts_h, masks_h)
+            acc = out_t[m]
+            _shifted_sum(scratch, acc, shifts_w, masks_w)
+            for j in range(size):
+                acc[j] = w2 * acc[j] + b2
+            if with_u:
+                _shifted_sum(u[m], scratch, shifts_h, masks_h)
+                acc_u = out_u[m]
+                _shifted_sum(scratch, acc_u, shifts_w, masks_w)
+                for j in range(size):
+                    acc_u[j] = acc[j] + w2 * acc_u[j]
+
+    @_jit
     def _window_sum_1d(t, index, runs, out):  # pragma: no cover - compiled
         out[:] = 0.0
         n, length, _ = out.shape
@@ -112,8 +234,10 @@ if NUMBA_AVAILABLE:
                         continue
                     for r in range(runs.shape[1]):
                         q0, q1, shift = runs[o, r, 0], runs[o, r, 1], runs[o, r, 2]
-                        for q in range(q0, q1):  # contiguous: vectorised
-                            out[m, p, q] += t[m, i, q + shift]
+                        # slices: non-negative loop indices, so that the contiguous run vectorises
+                        a, x = out[m, p, q0:q1], t[m, i, q0 + shift : q1 + shift]
+                        for q in range(q1 - q0):
+                            a[q] += x[q]
 
     @numba.njit(cache=True, nogil=True)
     def _window_sum_2d(t, index_h, index_w, runs_w, out):  # pragma: no cover - compiled
@@ -140,24 +264,134 @@ if NUMBA_AVAILABLE:
                                         out[m, h, g, w, v] += t[m, i, j, r, v + shift]
 
 
+def _relu_inputs(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
+    """(Σ12 contiguous, √(Σ11Σ22) as a new contiguous tensor, shape), or None for what the kernel does not take.
+    The norm is formed as the torch path forms it, so that the cosines agree to the last bit."""
+    if not (cov11.dtype == cov12.dtype == cov22.dtype):
+        return None
+    shape = torch.broadcast_shapes(cov11.shape, cov12.shape, cov22.shape)
+    norm = torch.mul(cov11, cov22).sqrt_().expand(shape).contiguous()
+    cov12 = cov12.expand(shape).contiguous()
+    return cov12, norm, shape
+
+
+def _snaps(dtype: torch.dtype) -> tuple[float, float]:
+    snap = math.acos(1.0 - _SNAP_EPS * torch.finfo(dtype).eps)  # activations.snap_angle
+    return snap, math.sin(snap) ** 2
+
+
 def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor):
     """(K', K̇) of ReLU in one pass (see the module docstring), or None where the fused kernel does not apply.
 
-    The inputs broadcast together (up to 6 axes), as for :func:`ntkit.infinite.activations.relu_kernels`.
+    The inputs broadcast together, as for :func:`ntkit.infinite.activations.relu_kernels`.
     """
-    if not enabled(cov12, "relu"):
+    if not all(enabled(t, "relu") for t in (cov11, cov12, cov22)):
         return None
-    cov11, cov12, cov22 = torch.broadcast_tensors(cov11, cov12, cov22)
-    if cov12.ndim > 6 or cov11.dtype != cov12.dtype or cov22.dtype != cov12.dtype:
+    inputs = _relu_inputs(cov11, cov12, cov22)
+    if inputs is None:
         return None
-    shape = cov12.shape
-    six = (1,) * (6 - len(shape)) + tuple(shape)
-    views = [c[(None,) * (6 - len(shape))] for c in (cov11, cov12, cov22)]  # views, broadcast axes of stride 0
-    k1 = torch.empty(six, dtype=cov12.dtype)
-    k0 = torch.empty(six, dtype=cov12.dtype)
-    snap = math.acos(1.0 - _SNAP_EPS * torch.finfo(cov12.dtype).eps)  # activations.snap_angle
-    _relu_6d(*(v.numpy() for v in views), k1.numpy(), k0.numpy(), snap, math.sin(snap) ** 2)
-    return k1.reshape(shape), k0.reshape(shape)
+    cov12, k1, shape = inputs
+    k0 = torch.empty_like(k1)
+    _relu_flat(cov12.view(-1).numpy(), k1.view(-1).numpy(), k0.view(-1).numpy(), *_snaps(k1.dtype), False)
+    return k1, k0
+
+
+def relu_pairs(v_left: torch.Tensor, cov: torch.Tensor, v_right: torch.Tensor, ntk: torch.Tensor | None,
+               spatial: int, same_example: bool = False):  # fmt: skip
+    """(K', K̇·Θ) — or (K', K̇) when ``ntk`` is None — of ReLU on a pair kernel, in one pass; None where the
+    fused kernel does not apply.
+
+    ``cov`` is (N1, N2, *pair axes) with position variances ``v_left`` (N1, *spatial) and ``v_right``
+    (N2, *spatial); with ``same_example`` it is the self-covariances (N, *pair axes) and both variances are
+    (N, *spatial).
+    """
+    tensors = (v_left, cov, v_right) + (() if ntk is None else (ntk,))
+    if spatial > 2 or not all(enabled(t, "relu") for t in tensors) or len({t.dtype for t in tensors}) != 1:
+        return None
+    if ntk is not None and ntk.shape != cov.shape:
+        return None
+    lead = cov.shape[: cov.ndim - 2 * spatial]
+    n_a = lead[0]
+    n_b = 1 if same_example else lead[1]
+    sizes = cov.shape[cov.ndim - 2 * spatial :: 2] if spatial else ()
+    # canonical (A, B, C, D, E·F) with left (A, C, E), right (B or A, D, F): the last spatial pair is the plane
+    if spatial == 0:  # FC: the plane is one row of the block
+        c, e = 1, 1
+        shape5 = (n_a, 1, 1, 1, n_b)
+        left = v_left.reshape(n_a, 1, 1)
+        right = v_right.reshape(1, 1, n_b) if not same_example else v_right.reshape(n_a, 1, 1)
+        if same_example:
+            shape5 = (n_a, 1, 1, 1, 1)
+    else:
+        c = sizes[0] if spatial == 2 else 1
+        e = sizes[-1]
+        shape5 = (n_a, n_b, c, c, e * e)
+        left = v_left.reshape(n_a, c, e)
+        right = v_right.reshape(v_right.shape[0], c, e)
+    x = cov.reshape(shape5).contiguous()
+    k1 = torch.empty_like(x)
+    out = torch.empty_like(x)
+    tangent = x.new_empty((0, 0, 0, 0, 0)) if ntk is None else ntk.reshape(shape5).contiguous()
+    left, right = left.contiguous(), right.contiguous()
+    _relu_rows(x.numpy(), left.numpy(), right.numpy(), same_example, tangent.numpy(), k1.numpy(),
+               out.numpy(), *_snaps(x.dtype))  # fmt: skip
+    return k1.reshape(cov.shape), out.reshape(cov.shape)
+
+
+def conv_same_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: tuple[int, ...], w2: float,
+                     b2: float):  # fmt: skip
+    """K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) for a stride-1 "same" convolution (S the window sum over the
+    filter offsets, Novak et al. 2019), both kinds in one pass over the block; None where it does not apply.
+
+    ``nngp`` and ``ntk`` are (..., *pair axes) with 1 or 2 spatial dimensions; ``ntk`` may be None (self
+    covariances, or get="nngp"). The sums run in another order than the torch path's shifted additions, so
+    entries agree to k²·ε relative to the sum of the magnitudes of the terms.
+    """
+    spatial = len(kernel_size)
+    if spatial not in (1, 2) or not enabled(nngp, "conv_same") or (ntk is not None and not enabled(ntk, "conv_same")):
+        return None
+    if ntk is not None and (ntk.dtype != nngp.dtype or ntk.shape != nngp.shape):
+        return None
+    pair = nngp.shape[nngp.ndim - 2 * spatial :]
+    if spatial == 1:  # a 1-D signal is a 2-D image of height 1
+        kernel_size, pair = (1, *kernel_size), (1, 1, *pair)
+    height, width = pair[0], pair[2]
+    if pair[1] != height or pair[3] != width:
+        return None
+    shifts_h, masks_h, shifts_w, masks_w = _pair_shifts(height, width, kernel_size)
+    flat = (-1, height * height * width * width)
+    t = nngp.reshape(flat).contiguous()
+    u = t if ntk is None else ntk.reshape(flat).contiguous()
+    out_t = torch.empty_like(t)
+    out_u = out_t if ntk is None else torch.empty_like(u)
+    _window_affine(t.numpy(), u.numpy(), out_t.numpy(), out_u.numpy(), shifts_h, masks_h, shifts_w, masks_w,
+                   float(w2), float(b2), ntk is not None)  # fmt: skip
+    return out_t.reshape(nngp.shape), None if ntk is None else out_u.reshape(nngp.shape)
+
+
+@functools.lru_cache(maxsize=32)
+def _pair_shifts(height: int, width: int, kernel_size: tuple[int, int]):
+    """Shifts and masks of the flattened (h, g, w, v) pair axes for the offsets o_h, then o_w, of a "same" window
+    (offsets as torch pads: ⌊(k−1)/2⌋ before): a mask keeps the outputs whose pair of source positions lies
+    inside [0, H)² (or [0, W)²)."""
+
+    def inside(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        lo = (k - 1) // 2
+        offsets = np.arange(-lo, k - lo)
+        p = np.arange(size)
+        ok = (p[None, :] + offsets[:, None] >= 0) & (p[None, :] + offsets[:, None] < size)  # (k, size)
+        return offsets, ok[:, :, None] & ok[:, None, :]  # (k, size, size): both positions of the pair
+
+    off_h, ok_h = inside(height, kernel_size[0])
+    off_w, ok_w = inside(width, kernel_size[1])
+    plane = width * width
+    masks_h = np.broadcast_to(ok_h[:, :, :, None], (len(off_h), height, height, plane)).reshape(len(off_h), -1)
+    masks_w = np.broadcast_to(ok_w[:, None, :, :], (len(off_w), height * height, width, width)).reshape(len(off_w), -1)
+    arrays = (off_h * (height + 1) * plane, masks_h, off_w * (width + 1), masks_w)
+    arrays = tuple(np.ascontiguousarray(a, dtype=np.int64 if a.ndim == 1 else np.bool_) for a in arrays)
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
 
 
 def _offsets(size: int, k: int, padding: str) -> np.ndarray:

@@ -16,7 +16,7 @@ from torch import nn
 
 from ntkit._validation import real_number
 from ntkit.infinite import _fused
-from ntkit.infinite.kernel import Kernel, pair_variances, set_self_pairs, spatial_diagonal
+from ntkit.infinite.kernel import Kernel, pair_variances, self_pairs, set_self_pairs, spatial_diagonal
 from ntkit.infinite.layers import Layer
 from ntkit.modules import Elementwise as ElementwiseModule
 
@@ -44,7 +44,8 @@ def relu_kernels(cov11: torch.Tensor, cov12: torch.Tensor, cov22: torch.Tensor) 
     norm = torch.mul(cov11, cov22).sqrt_()
     cos = torch.div(cov12, norm)
     if bool((cov11 == 0).any()) or bool((cov22 == 0).any()):  # small per-example tensors: a cheap test
-        cos.nan_to_num_(0.0, 1.0, -1.0)
+        # only where the norm is 0: a NaN covariance elsewhere stays NaN (and kernel() then raises)
+        cos = torch.where(norm == 0, cos.nan_to_num(0.0, 1.0, -1.0), cos)
     cos.clamp_(-1.0, 1.0)
     # The snap to cos θ = ±1, in place (threshold_: one cheap pass each): θ ≤ θ_snap is θ = 0, π − θ ≤ θ_snap is
     # θ = π, and sin²θ = 1 − cos²θ ≤ sin²θ_snap is sin θ = 0, so a self-pair whose cosine rounded to 1 − δ is exact.
@@ -335,35 +336,51 @@ class Activation(Layer):
         s = k.spatial_dims
         v1 = spatial_diagonal(k.var1, s)
         v2 = v1 if k.var2 is None else spatial_diagonal(k.var2, s)
-        left, right = pair_variances(v1, v2, s)
-        nngp, k_dot = (_own(t, k) for t in self.kernels(left.unsqueeze(1), k.nngp, right.unsqueeze(0)))
-        var1, var1_dot = self.kernels(*_self_pair(v1, k.var1, s))
-        var2 = None if k.var2 is None else self.kernels(*_self_pair(v2, k.var2, s))[0]
+        var1, var1_dot = self._pair_kernels(v1, k.var1, v1, None, s, same_example=True)
+        var2 = None if k.var2 is None else self._pair_kernels(v2, k.var2, v2, None, s, same_example=True)[0]
+        nngp, ntk = self._pair_kernels(v1, k.nngp, v2, k.ntk, s)
+        ntk = None if k.ntk is None else ntk  # without Θ the second is K̇, which nothing after needs
         if k.var2 is None:  # self-pairs from the self-covariances: exact, whatever the cross product's rounding
             set_self_pairs(nngp, var1)
-            set_self_pairs(k_dot, var1_dot)
-        ntk = None if k.ntk is None else k_dot.mul_(k.ntk)
+            if ntk is not None:
+                set_self_pairs(ntk, var1_dot * self_pairs(k.ntk))
         return k.replace(nngp=nngp, ntk=ntk, var1=var1, var2=var2, is_gaussian=False)
+
+    def _pair_kernels(self, v_left, cov, v_right, ntk, spatial: int, same_example: bool = False) -> KernelPair:
+        """(K', K̇·Θ) (or (K', K̇) when ``ntk`` is None) as new tensors that share no memory with the inputs, for
+        a pair kernel ``cov`` (N1, N2, *pair axes) with position variances (N1, *spatial), (N2, *spatial), or the
+        self-covariances (N, *pair axes) with ``same_example``: the fused pass where the activation has one
+        (:meth:`fused_pairs`), else :meth:`kernels` on broadcast variances and a product."""
+        fused = self.fused_pairs(v_left, cov, v_right, ntk, spatial, same_example)
+        if fused is not None:
+            return fused
+        left, right = pair_variances(v_left, v_right, spatial)
+        if same_example:
+            return self.kernels(left, cov, right)
+        k1, k_dot = (
+            _own(t, cov, ntk, v_left, v_right) for t in self.kernels(left.unsqueeze(1), cov, right.unsqueeze(0))
+        )
+        return k1, k_dot if ntk is None else k_dot.mul_(ntk)
+
+    def fused_pairs(self, v_left, cov, v_right, ntk, spatial: int, same_example: bool) -> KernelPair | None:
+        """The fused form of :meth:`_pair_kernels` for this activation, or None (the default) to take the two-step
+        path."""
+        return None
 
     def make_module(self, in_shape, generator) -> nn.Module:
         return ElementwiseModule(self.function, self.name)
 
 
-def _own(t: torch.Tensor, k: Kernel) -> torch.Tensor:
-    """``t`` as a contiguous tensor of the pair kernel's shape that shares no memory with ``k`` and so may be
+def _own(t: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+    """``t`` as a contiguous tensor of the pair kernel's shape that shares no memory with ``inputs`` and so may be
     written in place (a user's ``kernels`` may return one of its inputs, or a broadcast view): a transform never
     changes the Kernel it is given."""
-    t = t.expand(k.nngp.shape)
+    t = t.expand(inputs[0].shape)
     mine = t.untyped_storage().data_ptr()
-    shared = any(x is not None and x.untyped_storage().data_ptr() == mine for x in (k.nngp, k.ntk, k.var1, k.var2))
+    shared = any(x is not None and x.untyped_storage().data_ptr() == mine for x in inputs)
     if shared or not t.is_contiguous():
         return t.clone(memory_format=torch.contiguous_format)
     return t
-
-
-def _self_pair(v: torch.Tensor, cov: torch.Tensor, spatial: int):
-    left, right = pair_variances(v, v, spatial)
-    return left, cov, right
 
 
 class ReLU(Activation):
@@ -375,6 +392,12 @@ class ReLU(Activation):
         if _differentiated(cov11, cov12, cov22):  # the fused kernel has no derivative
             return relu_kernels(cov11, cov12, cov22)
         return _fused.relu_kernels(cov11, cov12, cov22) or relu_kernels(cov11, cov12, cov22)
+
+    def fused_pairs(self, v_left, cov, v_right, ntk, spatial, same_example):
+        tensors = (v_left, cov, v_right) + (() if ntk is None else (ntk,))
+        if _differentiated(*tensors):  # the fused kernel has no derivative
+            return None
+        return _fused.relu_pairs(v_left, cov, v_right, ntk, spatial, same_example)
 
     def function(self, x):
         return torch.relu(x)

@@ -85,6 +85,11 @@ def set_self_pairs(cross: torch.Tensor, self_cov: torch.Tensor) -> torch.Tensor:
     return cross
 
 
+def self_pairs(cross: torch.Tensor) -> torch.Tensor:
+    """The example diagonal of a square (N, N, *pair axes) kernel, (N, *pair axes): cross[a, a]."""
+    return torch.diagonal(cross, dim1=0, dim2=1).movedim(-1, 0)
+
+
 def spatial_diagonal(t: torch.Tensor, spatial: int) -> torch.Tensor:
     """(..., h, h', w, w') → (..., h, w): the covariance of each position with itself."""
     for d in range(spatial):

@@ -346,11 +346,31 @@ class _Conv(_Affine):
         shape = self.out_shape(k.shape)
         fan_in = k.shape[0] * math.prod(self.kernel_size)
         stride1 = all(s == 1 for s in self.stride)
+        fused = self._fused_same(k, shape) if stride1 and self.padding == "same" else None
+        if fused is not None:
+            return fused
         if stride1 and (
             self.padding != "circular" or _fused.enabled(k.nngp, "window_sum_circular")
         ):  # window sums, 1/Π k in the scale
             return self._affine_kernel(k, self._window_sum, fan_in, shape, scale=1.0 / math.prod(self.kernel_size))
         return self._affine_kernel(k, self._window_mean, fan_in, shape)
+
+    def _fused_same(self, k: Kernel, shape: tuple[int, ...]) -> Kernel | None:
+        """The NTK-parameterized affine map of a stride-1 "same" convolution as one fused pass per covariance
+        (:func:`ntkit.infinite._fused.conv_same_affine`), or None where it does not apply (then
+        :meth:`_affine_kernel` computes the same)."""
+        if self.parameterization != "ntk" or isinstance(self.W_std, torch.Tensor):
+            return None
+        w2 = self.W_std**2 / math.prod(self.kernel_size)
+        b2 = (self.b_std or 0.0) ** 2
+        pair = _fused.conv_same_affine(k.nngp, k.ntk, self.kernel_size, w2, b2)
+        if pair is None:
+            return None
+        var1 = _fused.conv_same_affine(k.var1, None, self.kernel_size, w2, b2)
+        var2 = None if k.var2 is None else _fused.conv_same_affine(k.var2, None, self.kernel_size, w2, b2)
+        if var1 is None or (var2 is None) != (k.var2 is None):
+            return None
+        return Kernel(pair[0], pair[1], var1[0], None if var2 is None else var2[0], shape, is_gaussian=True)
 
     def _window_sum(self, t: torch.Tensor) -> torch.Tensor:
         """Σ_o K[p + o, p' + o] of a stride-1 convolution: one fused pass on the CPU (:mod:`ntkit.infinite._fused`,
