@@ -72,3 +72,30 @@ def test_bad_batch_size():
             arch.kernel(x, batch_size=bad)
     with pytest.raises(ValueError, match="batch_size"):
         blocked_kernel(arch.transform, x, None, batch_size=0)
+
+
+def test_self_covariances_are_computed_once_per_row_block_and_change_nothing(monkeypatch):
+    """Each example's self-covariances are computed once per layer and row block, not once per block (4 row
+    blocks: 4 instead of 4 + 2·6 = 16 per activation), and the kernel is bit-identical to the uncached one."""
+    from ntkit.infinite import blocked
+
+    arch = nk.Sequential(nk.Conv2d(4, 3, W_std=1.3, b_std=0.2), nk.ReLU(), nk.AvgPool2d(2), nk.Conv2d(4, 3), nk.ReLU(),
+                         nk.Flatten(), nk.Linear(1))  # fmt: skip
+    x = torch.randn(12, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    calls = []
+    original = nk.ReLU._pair_kernels
+
+    def counting(self, v_left, cov, v_right, ntk, spatial, same_example=False):
+        calls.append(same_example)
+        return original(self, v_left, cov, v_right, ntk, spatial, same_example)
+
+    monkeypatch.setattr(nk.ReLU, "_pair_kernels", counting)
+    monkeypatch.setattr(blocked.torch, "get_num_threads", lambda: 1)  # serial blocks: two workers could both miss
+    cached = arch.kernel(x, batch_size=3, progress=False)
+    assert calls.count(True) == 2 * 4  # two ReLU layers, four row blocks
+    calls.clear()
+    monkeypatch.setattr(blocked, "SELF_CACHE_BYTES", 0)
+    uncached = arch.kernel(x, batch_size=3, progress=False)
+    assert calls.count(True) == 2 * 16
+    for name in ("nngp", "ntk", "var1"):
+        assert torch.equal(getattr(cached, name), getattr(uncached, name))

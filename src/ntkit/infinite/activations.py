@@ -16,7 +16,14 @@ from torch import nn
 
 from ntkit._validation import real_number
 from ntkit.infinite import _fused
-from ntkit.infinite.kernel import Kernel, pair_variances, self_pairs, set_self_pairs, spatial_diagonal
+from ntkit.infinite.kernel import (
+    Kernel,
+    cached_self_map,
+    pair_variances,
+    self_pairs,
+    set_self_pairs,
+    spatial_diagonal,
+)
 from ntkit.infinite.layers import Layer
 from ntkit.modules import Elementwise as ElementwiseModule
 
@@ -336,8 +343,12 @@ class Activation(Layer):
         s = k.spatial_dims
         v1 = spatial_diagonal(k.var1, s)
         v2 = v1 if k.var2 is None else spatial_diagonal(k.var2, s)
-        var1, var1_dot = self._pair_kernels(v1, k.var1, v1, None, s, same_example=True)
-        var2 = None if k.var2 is None else self._pair_kernels(v2, k.var2, v2, None, s, same_example=True)[0]
+        var1, var1_dot = cached_self_map(self, k.var1, lambda t: self._pair_kernels(v1, t, v1, None, s, True))
+        var2 = (
+            None
+            if k.var2 is None
+            else cached_self_map(self, k.var2, lambda t: self._pair_kernels(v2, t, v2, None, s, True))[0]
+        )
         nngp, ntk = self._pair_kernels(v1, k.nngp, v2, k.ntk, s)
         ntk = None if k.ntk is None else ntk  # without Θ the second is K̇, which nothing after needs
         if k.var2 is None:  # self-pairs from the self-covariances: exact, whatever the cross product's rounding

@@ -27,7 +27,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 from ntkit._progress import progress_bar
-from ntkit.infinite.kernel import Kernel, input_kernel
+from ntkit._validation import available_memory
+from ntkit.infinite.kernel import _SELF_CACHE, Kernel, SelfCovarianceCache, input_kernel, self_covariance
 
 #: Default entries of one covariance block (B1·B2·P): 2^18 float64 entries are 2 MiB, so the handful of blocks
 #: alive inside a layer stay in cache and are reused by the allocator from block to block (large fresh tensors
@@ -82,6 +83,16 @@ def working_bytes(x1: torch.Tensor, batch_size: int) -> int:
     return 16 * torch.get_num_threads() * batch_size * batch_size * pair * x1.element_size()
 
 
+#: Most bytes of self-covariances one call keeps (see :class:`ntkit.infinite.kernel.SelfCovarianceCache`).
+SELF_CACHE_BYTES = 512 << 20
+
+
+def self_cache_budget(device: torch.device) -> int:
+    """Bytes the self-covariance cache may hold: SELF_CACHE_BYTES, or a sixteenth of the available memory."""
+    available = available_memory(device)
+    return SELF_CACHE_BYTES if available is None else min(SELF_CACHE_BYTES, available // 16)
+
+
 def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: torch.Tensor | None,
                    batch_size: int | None = None, *, kinds: tuple[str, ...] = ("nngp", "ntk"),
                    progress: bool | None = None) -> Kernel:  # fmt: skip
@@ -121,13 +132,25 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
     blocks = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if not (symmetric and j < i)]
     out: dict[str, torch.Tensor | None] = {}
     lock = threading.Lock()
+    cache = SelfCovarianceCache(self_cache_budget(x1.device))
+    x_cols = x1 if symmetric else x2
 
     def run(block: tuple[int, int]) -> Kernel:
         i, j = block
         (a0, a1), (b0, b1) = rows[i], cols[j]
         diagonal = symmetric and i == j
-        k = transform(input_kernel(x1[a0:a1], None if diagonal else (x1 if symmetric else x2)[b0:b1],
-                                   track_ntk=track_ntk))  # fmt: skip
+        token = _SELF_CACHE.set(cache)  # in this (worker) thread: the layers find the call's cache
+        try:
+            var1 = cache.input(("x1", i), lambda: self_covariance(x1[a0:a1]))
+            var2 = (
+                None
+                if diagonal
+                else cache.input(("x1" if symmetric else "x2", j), lambda: self_covariance(x_cols[b0:b1]))
+            )
+            k = transform(input_kernel(x1[a0:a1], None if diagonal else x_cols[b0:b1], track_ntk=track_ntk,
+                                       var1=var1, var2=var2))  # fmt: skip
+        finally:
+            _SELF_CACHE.reset(token)
         with lock:  # the first block to finish tells the output shapes
             if not out:
                 pair_shape = tuple(k.nngp.shape[2:])

@@ -14,6 +14,8 @@ variances. ``var2 is None`` means x2 is x1.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -42,18 +44,104 @@ class Kernel:
     def replace(self, **changes) -> Kernel:
         return replace(self, **changes)
 
-    def map_linear(self, fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...]) -> Kernel:
-        """Apply one linear map of the pair axes to every covariance (pooling, flattening, window means)."""
+    def map_linear(self, fn: Callable[[torch.Tensor], torch.Tensor], shape: tuple[int, ...],
+                   layer: object | None = None) -> Kernel:  # fmt: skip
+        """Apply one linear map of the pair axes to every covariance (pooling, flattening, window means); with
+        ``layer`` the self-covariances go through the call's :class:`SelfCovarianceCache`."""
+
+        def self_map(t: torch.Tensor | None) -> torch.Tensor | None:
+            if layer is None or t is None:
+                return None if t is None else fn(t)
+            return cached_self_map(layer, t, lambda v: (fn(v),))[0]
+
         return self.replace(
             nngp=fn(self.nngp),
             ntk=None if self.ntk is None else fn(self.ntk),
-            var1=fn(self.var1),
-            var2=None if self.var2 is None else fn(self.var2),
+            var1=self_map(self.var1),
+            var2=self_map(self.var2),
             shape=shape,
         )
 
 
-def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None, *, track_ntk: bool = True) -> Kernel:
+class SelfCovarianceCache:
+    """Each example's self-covariances, layer by layer, shared by all the blocks of one ``arch.kernel`` call.
+
+    Block (I, J) needs the self-covariances K(x_a, x_a) of its rows and columns at every layer; computed per block
+    they cost a fraction (B1 + B2)/(B1·B2) of the block's work (25 % at B = 8). Here the first block to reach a
+    layer with a given row block's self-covariances computes them and stores the result; the other blocks of
+    that row or column take it. Entries are keyed by the layer and the identity of the input tensor, and only
+    tensors born in this cache (the input's, and outputs of cached layers) are stored, so a layer that does not
+    use the cache simply breaks the chain after it. Stored tensors are never written in place (a transform never
+    changes the Kernel it is given). At most ``budget`` bytes are kept; past it, results are computed as usual.
+    """
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.bytes = 0
+        self._entries: dict[tuple, tuple] = {}
+        self._born: dict[int, torch.Tensor] = {}  # id → tensor, the reference keeps the id unique
+        self._lock = threading.Lock()
+
+    def _store(self, key: tuple, value: tuple) -> None:
+        size = sum(t.numel() * t.element_size() for t in value if isinstance(t, torch.Tensor))
+        with self._lock:
+            if key in self._entries or self.bytes + size > self.budget:
+                return
+            self._entries[key] = value
+            self.bytes += size
+            for t in value:
+                if isinstance(t, torch.Tensor):
+                    self._born[id(t)] = t
+
+    def input(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The input layer's self-covariances of one block of examples (``key`` names the block)."""
+        with self._lock:
+            hit = self._entries.get(key)
+        if hit is not None:
+            return hit[0]
+        value = compute()
+        self._store(key, (value,))
+        with self._lock:
+            return self._entries.get(key, (value,))[0]
+
+    def map(self, layer: object, cov: torch.Tensor, compute: Callable[[torch.Tensor], tuple]) -> tuple:
+        """``compute(cov)`` (a tuple), taken from the cache when ``layer`` has already mapped this tensor."""
+        key = (id(layer), id(cov))
+        with self._lock:
+            hit = self._entries.get(key)
+            born = self._born.get(id(cov)) is cov
+        if hit is not None:
+            return hit
+        value = compute(cov)
+        if born:
+            self._store(key, value)
+            with self._lock:
+                return self._entries.get(key, value)
+        return value
+
+
+_SELF_CACHE: contextvars.ContextVar[SelfCovarianceCache | None] = contextvars.ContextVar(
+    "ntkit_self_cache", default=None
+)
+
+
+def cached_self_map(layer: object, cov: torch.Tensor | None, compute: Callable[[torch.Tensor], tuple]) -> tuple | None:
+    """``compute(cov)`` for a layer's map of self-covariances (a tuple of tensors), through the cache of the
+    ``arch.kernel`` call in progress if there is one; None for ``cov`` None."""
+    if cov is None:
+        return None
+    cache = _SELF_CACHE.get()
+    return compute(cov) if cache is None else cache.map(layer, cov, compute)
+
+
+def self_covariance(x: torch.Tensor) -> torch.Tensor:
+    """K(x_a, x_a) = (1/C) Σ_c x_c x_c at every pair of positions, (N, *pair axes)."""
+    letters = "hgwv"[: 2 * (x.ndim - 2)]
+    return torch.einsum(f"ac{letters[0::2]},ac{letters[1::2]}->a{letters}", x, x) / x.shape[1]
+
+
+def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None, *, track_ntk: bool = True,
+                 var1: torch.Tensor | None = None, var2: torch.Tensor | None = None) -> Kernel:  # fmt: skip
     """The kernel of the data itself: K(x, x') = (1/C) Σ_c x_c x'_c at every pair of positions, Θ = 0.
 
     When x2 is None the self-pairs K(x_a, x_a) are copied from ``var1`` rather than taken from the cross
@@ -67,11 +155,10 @@ def input_kernel(x1: torch.Tensor, x2: torch.Tensor | None, *, track_ntk: bool =
     left, right = letters[0::2], letters[1::2]
     channels = x1.shape[1]
     cross = f"ac{left},bc{right}->ab{letters}"
-    self_ = f"ac{left},ac{right}->a{letters}"
 
     nngp = torch.einsum(cross, x1, x1 if x2 is None else x2) / channels
-    var1 = torch.einsum(self_, x1, x1) / channels
-    var2 = None if x2 is None else torch.einsum(self_, x2, x2) / channels
+    var1 = self_covariance(x1) if var1 is None else var1
+    var2 = None if x2 is None else (self_covariance(x2) if var2 is None else var2)
     if x2 is None:
         set_self_pairs(nngp, var1)
     ntk = torch.zeros_like(nngp) if track_ntk else None

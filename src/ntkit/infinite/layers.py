@@ -50,7 +50,7 @@ from ntkit._validation import (
 from ntkit._validation import parameterization as check_parameterization
 from ntkit.infinite import _fused
 from ntkit.infinite.blocked import blocked_kernel, default_batch_size, output_bytes, working_bytes
-from ntkit.infinite.kernel import Kernel, pair_variances, set_self_pairs, spatial_diagonal
+from ntkit.infinite.kernel import Kernel, cached_self_map, pair_variances, set_self_pairs, spatial_diagonal
 from ntkit.modules import ChannelLayerNorm, GlobalAvgPool, NTKConv1d, NTKConv2d, NTKLinear, to_mup
 
 PADDINGS = ("same", "valid", "circular")
@@ -249,9 +249,8 @@ class _Affine(Layer):
                 ntk = torch.add(nngp, window_mean(k.ntk), alpha=w2)
         else:
             ntk = (fan_in * scale) * window_mean(k.nngp) + w2 * window_mean(k.ntk) + (1.0 if self.has_bias else 0.0)
-        var1 = w2 * window_mean(k.var1) + b2
-        var2 = None if k.var2 is None else w2 * window_mean(k.var2) + b2
-        return Kernel(nngp, ntk, var1, var2, shape, is_gaussian=True)
+        var1, var2 = (cached_self_map(self, v, lambda t: (w2 * window_mean(t) + b2,)) for v in (k.var1, k.var2))
+        return Kernel(nngp, ntk, var1[0], None if var2 is None else var2[0], shape, is_gaussian=True)
 
     def _init(self, module: nn.Module, fan_in: int, generator: torch.Generator, parameterization: str) -> nn.Module:
         """N(0, 1) parameters scaled in forward (NTK, μP), or N(0, W_std²/fan_in) and N(0, b_std²) (standard)."""
@@ -366,9 +365,11 @@ class _Conv(_Affine):
         pair = _fused.conv_same_affine(k.nngp, k.ntk, self.kernel_size, w2, b2)
         if pair is None:
             return None
-        var1 = _fused.conv_same_affine(k.var1, None, self.kernel_size, w2, b2)
-        var2 = None if k.var2 is None else _fused.conv_same_affine(k.var2, None, self.kernel_size, w2, b2)
-        if var1 is None or (var2 is None) != (k.var2 is None):
+        var1, var2 = (
+            cached_self_map(self, v, lambda t: _fused.conv_same_affine(t, None, self.kernel_size, w2, b2) or (None,))
+            for v in (k.var1, k.var2)
+        )
+        if var1[0] is None or (var2 is not None and var2[0] is None):
             return None
         return Kernel(pair[0], pair[1], var1[0], None if var2 is None else var2[0], shape, is_gaussian=True)
 
@@ -511,7 +512,7 @@ class _AvgPool(Layer):
                 t = torch.tensordot(t.movedim(axis + 1, -1), a, dims=([t.ndim - 1], [1])).movedim(-1, axis + 1)
             return t
 
-        return k.map_linear(pool, shape)
+        return k.map_linear(pool, shape, layer=self)
 
     def make_module(self, in_shape, generator):
         cls = {1: nn.AvgPool1d, 2: nn.AvgPool2d}[self.spatial]
@@ -579,7 +580,9 @@ class _GlobalAvgPool(Layer):
     def transform(self, k):
         """K' = mean over every pair of positions of K."""
         n_pair_axes = 2 * self.spatial
-        return k.map_linear(lambda t: t.mean(dim=tuple(range(t.ndim - n_pair_axes, t.ndim))), self.out_shape(k.shape))
+        return k.map_linear(
+            lambda t: t.mean(dim=tuple(range(t.ndim - n_pair_axes, t.ndim))), self.out_shape(k.shape), layer=self
+        )
 
     def make_module(self, in_shape, generator):
         return GlobalAvgPool()
@@ -617,7 +620,7 @@ class Flatten(Layer):
             return diag.mean(dim=tuple(range(diag.ndim - spatial, diag.ndim)))
 
         # Features at different positions have different kernels: their mixture is no single Gaussian.
-        return k.map_linear(flatten, self.out_shape(k.shape)).replace(is_gaussian=False)
+        return k.map_linear(flatten, self.out_shape(k.shape), layer=self).replace(is_gaussian=False)
 
     def make_module(self, in_shape, generator):
         return nn.Flatten()
