@@ -84,6 +84,8 @@ ASIN_COEFFS = (
     0.01751883397953867, -0.015032162599250314, 0.028878362746452394,
 )  # fmt: skip
 
+_INV_TWO_PI = 1.0 / (2.0 * math.pi)
+
 if NUMBA_AVAILABLE:
     _C = ASIN_COEFFS
     # error_model="numpy": a division by zero or the √ of a negative number gives inf/NaN as in torch instead of
@@ -130,8 +132,10 @@ if NUMBA_AVAILABLE:
         pmt = 0.0 if pmt <= snap else pmt  # π − θ ≤ θ_snap is θ = π
         sin_squared = 1.0 - cos * cos
         sin_squared = 0.0 if sin_squared <= sin_snap_squared else sin_squared
-        k1 = norm / (2.0 * math.pi) * (math.sqrt(sin_squared) + cos * pmt)
-        k0 = pmt / (2.0 * math.pi)
+        # × 1/(2π) instead of ÷ 2π: an ulp from the torch path at most, and two divisions fewer per entry
+        # (π·fl(1/(2π)) is exactly 1/2, so K̇ = 1/2 on self-pairs as before)
+        k1 = norm * _INV_TWO_PI * (math.sqrt(sin_squared) + cos * pmt)
+        k0 = pmt * _INV_TWO_PI
         return (math.nan if bad else k1), (math.nan if bad else k0)
 
     @_jit
