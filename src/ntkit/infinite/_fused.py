@@ -186,45 +186,48 @@ if NUMBA_AVAILABLE:
                                 o[j] = kk
                                 q[j] = k0
 
-    @numba.njit(inline="always", error_model="numpy")
-    def _shifted_sum(src, acc, shifts, masks):  # pragma: no cover - compiled
-        """acc = Σ_k src[j + shifts[k]] where masks[k, j], else 0: one axis pair's window sum on a flat row."""
-        size = acc.shape[0]
-        acc[:] = 0.0
-        for k in range(shifts.shape[0]):
-            s = shifts[k]
-            lo, hi = max(0, -s), min(size, size - s)
-            # Slices, so that every index is a non-negative loop counter (a signed j + s would get numba's
-            # negative-index wraparound and stay scalar), and load-then-select (a load under the mask's branch
-            # could not be vectorised either).
-            a, x, keep = acc[lo:hi], src[lo + s : hi + s], masks[k, lo:hi]
-            for j in range(hi - lo):
-                v = x[j]
-                a[j] += v if keep[j] else 0.0
-
     @_jit
-    def _window_affine(t, u, out_t, out_u, shifts_h, masks_h, shifts_w, masks_w, w2, b2, with_u):  # pragma: no cover
+    def _window_affine(t, u, out_t, out_u, index_h, shifts_w, masks_w, w2, b2, with_u):  # pragma: no cover
         """out_t = w2·S(t) + b2 and out_u = out_t + w2·S(u), S the zero-padded window sum of a stride-1 conv.
 
-        t, u, out_*: (M, Q) with Q = H·H·W·W the flattened pair axes of one example pair. S is separable: the
-        sum over the offsets o_h of K[h + o_h, g + o_h, ·, ·], then over o_w along (w, v). In the flat index an
-        offset is a constant shift (o_h·(H + 1)·W² or o_w·(W + 1)), masked where a source position falls in the
-        padding, so each is one long contiguous loop that vectorises, over a row that stays in cache.
+        t, u, out_*: (M, H, H, P) with P = W·W the flattened (w, v) plane of one pair of rows (h, g). S is
+        separable and runs plane by plane, in L1: the planes (h + o_h, g + o_h) are summed (index_h[h, o] = h + o,
+        −1 in the padding), then that sum is shifted along the plane, an offset o_w being the constant shift
+        shifts_w[o] = o_w·(W + 1) of the flat plane, masked (masks_w[o, j]) where w + o_w or v + o_w falls in
+        the padding. Every inner loop is a contiguous run that vectorises.
         """
-        size = out_t.shape[1]
-        scratch = np.empty(size, dtype=np.float64)
-        for m in range(out_t.shape[0]):
-            _shifted_sum(t[m], scratch, shifts_h, masks_h)
-            acc = out_t[m]
-            _shifted_sum(scratch, acc, shifts_w, masks_w)
-            for j in range(size):
-                acc[j] = w2 * acc[j] + b2
-            if with_u:
-                _shifted_sum(u[m], scratch, shifts_h, masks_h)
-                acc_u = out_u[m]
-                _shifted_sum(scratch, acc_u, shifts_w, masks_w)
-                for j in range(size):
-                    acc_u[j] = acc[j] + w2 * acc_u[j]
+        n_m, height, _, plane = out_t.shape
+        rows = np.empty(plane, dtype=np.float64)
+        for m in range(n_m):
+            for h in range(height):
+                for g in range(height):
+                    for kind in range(2 if with_u else 1):
+                        src = t if kind == 0 else u
+                        rows[:] = 0.0
+                        for oh in range(index_h.shape[1]):
+                            i, k = index_h[h, oh], index_h[g, oh]
+                            if i >= 0 and k >= 0:
+                                x = src[m, i, k]
+                                for j in range(plane):
+                                    rows[j] += x[j]
+                        acc = out_t[m, h, g] if kind == 0 else out_u[m, h, g]
+                        acc[:] = 0.0
+                        for o in range(shifts_w.shape[0]):
+                            s = shifts_w[o]
+                            lo, hi = max(0, -s), min(plane, plane - s)
+                            # slices: non-negative indices (a signed j + s would get numba's wraparound test and
+                            # stay scalar); load, then select (a load under the mask's branch stays scalar too)
+                            a, x, keep = acc[lo:hi], rows[lo + s : hi + s], masks_w[o, lo:hi]
+                            for j in range(hi - lo):
+                                v = x[j]
+                                a[j] += v if keep[j] else 0.0
+                        if kind == 0:
+                            for j in range(plane):
+                                acc[j] = w2 * acc[j] + b2
+                        else:
+                            first = out_t[m, h, g]
+                            for j in range(plane):
+                                acc[j] = first[j] + w2 * acc[j]
 
     @_jit
     def _window_sum_1d(t, index, runs, out):  # pragma: no cover - compiled
@@ -362,37 +365,30 @@ def conv_same_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: 
     height, width = pair[0], pair[2]
     if pair[1] != height or pair[3] != width:
         return None
-    shifts_h, masks_h, shifts_w, masks_w = _pair_shifts(height, width, kernel_size)
-    flat = (-1, height * height * width * width)
+    index_h, shifts_w, masks_w = _pair_shifts(height, width, kernel_size)
+    flat = (-1, height, height, width * width)
     t = nngp.reshape(flat).contiguous()
     u = t if ntk is None else ntk.reshape(flat).contiguous()
     out_t = torch.empty_like(t)
     out_u = out_t if ntk is None else torch.empty_like(u)
-    _window_affine(t.numpy(), u.numpy(), out_t.numpy(), out_u.numpy(), shifts_h, masks_h, shifts_w, masks_w,
-                   float(w2), float(b2), ntk is not None)  # fmt: skip
+    _window_affine(t.numpy(), u.numpy(), out_t.numpy(), out_u.numpy(), index_h, shifts_w, masks_w, float(w2),
+                   float(b2), ntk is not None)  # fmt: skip
     return out_t.reshape(nngp.shape), None if ntk is None else out_u.reshape(nngp.shape)
 
 
 @functools.lru_cache(maxsize=32)
 def _pair_shifts(height: int, width: int, kernel_size: tuple[int, int]):
-    """Shifts and masks of the flattened (h, g, w, v) pair axes for the offsets o_h, then o_w, of a "same" window
-    (offsets as torch pads: ⌊(k−1)/2⌋ before): a mask keeps the outputs whose pair of source positions lies
-    inside [0, H)² (or [0, W)²)."""
-
-    def inside(size: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        lo = (k - 1) // 2
-        offsets = np.arange(-lo, k - lo)
-        p = np.arange(size)
-        ok = (p[None, :] + offsets[:, None] >= 0) & (p[None, :] + offsets[:, None] < size)  # (k, size)
-        return offsets, ok[:, :, None] & ok[:, None, :]  # (k, size, size): both positions of the pair
-
-    off_h, ok_h = inside(height, kernel_size[0])
-    off_w, ok_w = inside(width, kernel_size[1])
-    plane = width * width
-    masks_h = np.broadcast_to(ok_h[:, :, :, None], (len(off_h), height, height, plane)).reshape(len(off_h), -1)
-    masks_w = np.broadcast_to(ok_w[:, None, :, :], (len(off_w), height * height, width, width)).reshape(len(off_w), -1)
-    arrays = (off_h * (height + 1) * plane, masks_h, off_w * (width + 1), masks_w)
-    arrays = tuple(np.ascontiguousarray(a, dtype=np.int64 if a.ndim == 1 else np.bool_) for a in arrays)
+    """For a "same" window (offsets as torch pads: ⌊(k−1)/2⌋ before): the source row of each output row and
+    offset along h (−1 in the padding), and for each offset o_w the shift o_w·(W + 1) of the flattened (w, v)
+    plane with the mask of the outputs whose pair of source positions lies inside [0, W)²."""
+    index_h = _offsets(height, kernel_size[0], "same")
+    lo = (kernel_size[1] - 1) // 2
+    off_w = np.arange(-lo, kernel_size[1] - lo)
+    p = np.arange(width)
+    ok = (p[None, :] + off_w[:, None] >= 0) & (p[None, :] + off_w[:, None] < width)  # (k, W)
+    masks_w = (ok[:, :, None] & ok[:, None, :]).reshape(len(off_w), width * width)
+    arrays = (np.ascontiguousarray(index_h, dtype=np.int64), np.ascontiguousarray(off_w * (width + 1), dtype=np.int64),
+              np.ascontiguousarray(masks_w, dtype=np.bool_))  # fmt: skip
     for a in arrays:
         a.setflags(write=False)
     return arrays
