@@ -11,7 +11,8 @@ structured empirical NTK (h·h', δ·δ') and in Jacobian contraction. On the CP
 MKL picks a slower code path on non-Intel processors, so which backend is fastest depends on the machine, not on
 the code: the first float32/float64 CPU product of at least ``CALIBRATE_ABOVE`` multiply-adds (smaller ones
 keep torch's default) times every available backend on two representative shapes (about 0.2-1 s, once per
-process, dtype and thread count) and keeps the fastest, if it beats torch's default by more than ``MARGIN``; a
+process, dtype and thread count) and keeps the fastest, if it beats torch's default by more than ``MARGIN`` (a
+backend with its own thread pool, OpenBLAS, by more than ``FOREIGN_POOL_MARGIN``: :func:`choose_backend`); a
 backend whose result disagrees with torch's beyond rounding is never chosen.
 The choice can be forced with the environment variable ``NTKIT_GEMM`` (``auto``, ``torch``, ``onednn``,
 ``openblas``) or :func:`set_gemm_backend`.
@@ -35,6 +36,12 @@ BACKENDS = ("torch", "onednn", "openblas")
 ENV_VAR = "NTKIT_GEMM"
 #: A backend replaces torch's default only when its calibrated time is below (1 − MARGIN) times torch's.
 MARGIN = 0.05
+#: Backends with a thread pool of their own (numpy's OpenBLAS): after each product their threads spin for a while
+#: and compete with torch's OpenMP threads for the same cores, which a GEMM-only calibration cannot see. On the AMD
+#: EPYC (2 cores) the structured empirical NTK ran 1.5–2.7× slower in the processes that had picked OpenBLAS by a
+#: few percent over oneDNN. Such a backend must beat the best of torch's own by more than FOREIGN_POOL_MARGIN.
+FOREIGN_POOL = frozenset({"openblas"})
+FOREIGN_POOL_MARGIN = 0.3
 #: (M, K, N) of the calibration products: a square Gram product and a long inner dimension (δ·δ' of a layer).
 CALIBRATION_SHAPES = ((768, 768, 768), (256, 3072, 256))
 CALIBRATION_REPEATS = 7
@@ -210,8 +217,21 @@ def _calibrate(dtype: torch.dtype) -> str:
     fastest = {name: min(t) for name, t in times.items()}
     flops = sum(2 * m * k * n for m, k, n in CALIBRATION_SHAPES)
     _last_rates[(dtype, torch.get_num_threads())] = {name: flops / t for name, t in fastest.items()}
-    best = min(fastest, key=fastest.get)
-    return best if fastest[best] < (1 - MARGIN) * fastest["torch"] else "torch"
+    return choose_backend(fastest)
+
+
+def choose_backend(seconds: dict[str, float]) -> str:
+    """The backend to use given each one's calibrated time (``"torch"`` must be among them): the fastest of torch's
+    own thread pool if it beats torch's default by more than :data:`MARGIN`, replaced by a :data:`FOREIGN_POOL`
+    backend only if that one beats it by more than :data:`FOREIGN_POOL_MARGIN`."""
+    native = {name: t for name, t in seconds.items() if name not in FOREIGN_POOL}
+    best = min(native, key=native.get)
+    if not native[best] < (1 - MARGIN) * seconds["torch"]:
+        best = "torch"
+    for name in sorted(FOREIGN_POOL & seconds.keys()):
+        if seconds[name] < (1 - FOREIGN_POOL_MARGIN) * seconds[best]:
+            best = name
+    return best
 
 
 def gemm_rates(dtype: torch.dtype) -> dict[str, float]:
