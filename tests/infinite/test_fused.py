@@ -117,7 +117,8 @@ def test_relu_pairs_propagate_nan_and_take_the_zero_variance_limit():
 
 @pytest.mark.parametrize("kernel_size", [(3,), (4,), (5,), (3, 3), (2, 3), (4, 4)])
 @pytest.mark.parametrize("with_ntk", [True, False])
-def test_conv_same_affine_matches_the_torch_affine_map(kernel_size, with_ntk):
+@pytest.mark.parametrize("padding", ["same", "circular"])
+def test_conv_affine_matches_the_torch_affine_map(kernel_size, with_ntk, padding):
     """K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) against the torch path (shifted sums, then the affine map). The
     window sums add the same k² terms in another order: |Δ| ≤ 2·k²·ε·(w2·Σ|terms| + b2) per entry."""
     spatial = len(kernel_size)
@@ -125,8 +126,12 @@ def test_conv_same_affine_matches_the_torch_affine_map(kernel_size, with_ntk):
     t = torch.randn(2, 3, *((6,) * 2 * spatial), generator=gen, dtype=torch.float64)
     u = torch.randn(t.shape, generator=gen, dtype=torch.float64) if with_ntk else None
     w2, b2 = 1.7 / math.prod(kernel_size), 0.3
-    got_t, got_u = _fused.conv_same_affine(t, u, kernel_size, w2, b2)
-    window = layers._window_sum_stride1
+    got_t, got_u = _fused.conv_affine(t, u, kernel_size, padding, w2, b2)
+    conv = (nk.Conv1d if spatial == 1 else nk.Conv2d)(4, kernel_size, padding=padding)
+
+    def window(x, kernel_size, _):  # the torch path's window sum: shifted sums / index_select
+        return conv._window_mean(x) * math.prod(kernel_size)
+
     ref_t = window(t, kernel_size, "same") * w2 + b2
     terms = window(t.abs(), kernel_size, "same") * w2 + b2
     k2 = math.prod(kernel_size)
@@ -141,7 +146,7 @@ def test_conv_same_affine_matches_the_torch_affine_map(kernel_size, with_ntk):
 
 def test_fc_and_pooled_architectures_agree_with_the_torch_path(monkeypatch):
     """The fused ReLU in a deep FC net and in a Myrtle-like CNN with average pooling (zero-padded "same" convs
-    through conv_same_affine), cross and self kernels, against NTKIT_FUSED=0."""
+    through conv_affine), cross and self kernels, against NTKIT_FUSED=0."""
     gen = torch.Generator().manual_seed(5)
     fc = nk.Sequential(*[m for _ in range(6) for m in (nk.Linear(8, W_std=1.5, b_std=0.2), nk.ReLU())], nk.Linear(1))
     cnn = nk.Sequential(
@@ -232,19 +237,26 @@ def test_without_numba_the_torch_path_is_taken(monkeypatch):
 def test_defaults_are_the_kernels_measured_faster(monkeypatch):
     t = torch.zeros(2, dtype=torch.float64)
     monkeypatch.delenv(_fused.ENV_VAR)
-    assert {k for k in _fused.KERNELS if _fused.enabled(t, k)} == {"relu", "conv_same", "window_sum_circular"}
+    assert {k for k in _fused.KERNELS if _fused.enabled(t, k)} == {"relu", "conv_affine", "window_sum_circular"}
     monkeypatch.setenv(_fused.ENV_VAR, "0")
     assert not any(_fused.enabled(t, k) for k in _fused.KERNELS)
     monkeypatch.setenv(_fused.ENV_VAR, "1")
     assert all(_fused.enabled(t, k) for k in _fused.KERNELS)
 
 
-def test_layers_use_the_fused_window_sum(monkeypatch):
+def test_layers_use_the_fused_kernels(monkeypatch):
     calls = []
-    original = _fused.window_sum
-    monkeypatch.setattr(_fused, "window_sum", lambda *a: calls.append(a[1:]) or original(*a))
+    original = _fused.conv_affine
+    monkeypatch.setattr(_fused, "conv_affine", lambda *a: calls.append(a[2:4]) or original(*a))
     _cntk_1d().kernel(torch.randn(3, 2, 12, dtype=torch.float64))
     assert calls and all(c == ((5,), "circular") for c in calls)
+    sums = []
+    window_sum = _fused.window_sum
+    monkeypatch.setattr(_fused, "window_sum", lambda *a: sums.append(a[1:]) or window_sum(*a))
+    monkeypatch.setattr(_fused, "DEFAULT_KERNELS", frozenset({"window_sum_circular"}))
+    monkeypatch.delenv(_fused.ENV_VAR)  # the conv map off: the circular window sum alone
+    _cntk_1d().kernel(torch.randn(3, 2, 12, dtype=torch.float64))
+    assert sums and all(c == ((5,), "circular") for c in sums)
     assert layers._fused is _fused
 
 

@@ -11,10 +11,10 @@ over the block per kind, every intermediate in registers:
   :func:`ntkit.infinite.activations.relu_kernels` (:func:`relu_kernels` is the same on broadcast inputs);
   π − arccos is a branch-free polynomial within 1 ulp (:data:`ASIN_COEFFS`), so that the loop vectorises
   (libm's scalar ``acos`` made the first version slower than torch's SLEEF);
-* :func:`conv_same_affine`: K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) of a stride-1 "same" convolution, S the
-  window sum Σ_o K[p + o, p' + o] over the filter offsets (Novak et al., *Bayesian Deep Convolutional Networks
-  with Many Channels are Gaussian Processes*, ICLR 2019), separable, every offset a masked constant shift of
-  the flattened pair axes;
+* :func:`conv_affine`: K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) of a stride-1 "same" or "circular"
+  convolution, S the window sum Σ_o K[p + o, p' + o] over the filter offsets (Novak et al., *Bayesian Deep
+  Convolutional Networks with Many Channels are Gaussian Processes*, ICLR 2019), separable and plane by plane
+  in L1, an offset along (w, v) a masked constant shift of the flattened plane (or contiguous runs, circular);
 * :func:`window_sum`: S alone for any padding, zero ("same", "valid") or circular (by contiguous runs).
 
 The kernels are compiled without the GIL (``nogil``), so the blocks that ``ntkit.infinite.blocked`` runs on
@@ -54,8 +54,8 @@ _SNAP_EPS = 16  # ntkit.infinite.activations.COSINE_SNAP_EPS (imported lazily th
 
 
 #: Fused kernels that run when ``NTKIT_FUSED`` is not set: those measured faster than the torch path.
-DEFAULT_KERNELS = frozenset({"relu", "conv_same", "window_sum_circular"})
-KERNELS = ("relu", "window_sum", "window_sum_circular", "conv_same")
+DEFAULT_KERNELS = frozenset({"relu", "conv_affine", "window_sum_circular"})
+KERNELS = ("relu", "window_sum", "window_sum_circular", "conv_affine")
 
 
 def enabled(t: torch.Tensor, kernel: str) -> bool:
@@ -230,6 +230,49 @@ if NUMBA_AVAILABLE:
                                 acc[j] = first[j] + w2 * acc[j]
 
     @_jit
+    def _window_affine_runs(t, u, out_t, out_u, index_h, index_w, runs_w, w2, b2, with_u):  # pragma: no cover
+        """As :func:`_window_affine`, for circular padding: along (w, v) an offset reads row index_w[w, o] of the
+        summed plane and, within it, at most two contiguous runs (runs_w[o, r] = (v0, v1, shift)), since the
+        wrap breaks the constant shift of the flat plane. Planes (M, H, H, W, W)."""
+        n_m, height, _, width, _ = out_t.shape
+        rows = np.empty((width, width), dtype=np.float64)
+        for m in range(n_m):
+            for h in range(height):
+                for g in range(height):
+                    for kind in range(2 if with_u else 1):
+                        src = t if kind == 0 else u
+                        rows[:] = 0.0
+                        for oh in range(index_h.shape[1]):
+                            i, k = index_h[h, oh], index_h[g, oh]
+                            if i >= 0 and k >= 0:
+                                x = src[m, i, k]
+                                for w in range(width):
+                                    r, y = rows[w], x[w]
+                                    for v in range(width):
+                                        r[v] += y[v]
+                        acc = out_t[m, h, g] if kind == 0 else out_u[m, h, g]
+                        acc[:] = 0.0
+                        for w in range(width):
+                            a_row = acc[w]
+                            for o in range(index_w.shape[1]):
+                                src_row = index_w[w, o]
+                                if src_row < 0:
+                                    continue
+                                for run in range(runs_w.shape[1]):
+                                    v0, v1, shift = runs_w[o, run, 0], runs_w[o, run, 1], runs_w[o, run, 2]
+                                    a, x = a_row[v0:v1], rows[src_row, v0 + shift : v1 + shift]
+                                    for j in range(v1 - v0):
+                                        a[j] += x[j]
+                        flat = acc.reshape(width * width)
+                        if kind == 0:
+                            for j in range(width * width):
+                                flat[j] = w2 * flat[j] + b2
+                        else:
+                            first = out_t[m, h, g].reshape(width * width)
+                            for j in range(width * width):
+                                flat[j] = first[j] + w2 * flat[j]
+
+    @_jit
     def _window_sum_1d(t, index, runs, out):  # pragma: no cover - compiled
         out[:] = 0.0
         n, length, _ = out.shape
@@ -345,17 +388,20 @@ def relu_pairs(v_left: torch.Tensor, cov: torch.Tensor, v_right: torch.Tensor, n
     return k1.reshape(cov.shape), out.reshape(cov.shape)
 
 
-def conv_same_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: tuple[int, ...], w2: float,
-                     b2: float):  # fmt: skip
-    """K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) for a stride-1 "same" convolution (S the window sum over the
-    filter offsets, Novak et al. 2019), both kinds in one pass over the block; None where it does not apply.
+def conv_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: tuple[int, ...], padding: str,
+                w2: float, b2: float):  # fmt: skip
+    """K' = w2·S(K) + b2 and Θ' = K' + w2·S(Θ) for a stride-1 convolution with "same" or "circular" padding (S
+    the window sum over the filter offsets, Novak et al. 2019), both kinds in one pass over the block; None where
+    it does not apply.
 
     ``nngp`` and ``ntk`` are (..., *pair axes) with 1 or 2 spatial dimensions; ``ntk`` may be None (self
     covariances, or get="nngp"). The sums run in another order than the torch path's shifted additions, so
     entries agree to k²·ε relative to the sum of the magnitudes of the terms.
     """
     spatial = len(kernel_size)
-    if spatial not in (1, 2) or not enabled(nngp, "conv_same") or (ntk is not None and not enabled(ntk, "conv_same")):
+    if padding not in ("same", "circular") or spatial not in (1, 2):
+        return None
+    if not enabled(nngp, "conv_affine") or (ntk is not None and not enabled(ntk, "conv_affine")):
         return None
     if ntk is not None and (ntk.dtype != nngp.dtype or ntk.shape != nngp.shape):
         return None
@@ -365,14 +411,18 @@ def conv_same_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: 
     height, width = pair[0], pair[2]
     if pair[1] != height or pair[3] != width:
         return None
-    index_h, shifts_w, masks_w = _pair_shifts(height, width, kernel_size)
-    flat = (-1, height, height, width * width)
+    flat = (-1, height, height, width * width) if padding == "same" else (-1, height, height, width, width)
     t = nngp.reshape(flat).contiguous()
     u = t if ntk is None else ntk.reshape(flat).contiguous()
     out_t = torch.empty_like(t)
     out_u = out_t if ntk is None else torch.empty_like(u)
-    _window_affine(t.numpy(), u.numpy(), out_t.numpy(), out_u.numpy(), index_h, shifts_w, masks_w, float(w2),
-                   float(b2), ntk is not None)  # fmt: skip
+    arrays = (t.numpy(), u.numpy(), out_t.numpy(), out_u.numpy())
+    if padding == "same":
+        _window_affine(*arrays, *_pair_shifts(height, width, kernel_size), float(w2), float(b2), ntk is not None)
+    else:
+        index_h = np.ascontiguousarray(_offsets(height, kernel_size[0], "circular"), dtype=np.int64)
+        index_w = np.ascontiguousarray(_offsets(width, kernel_size[1], "circular"), dtype=np.int64)
+        _window_affine_runs(*arrays, index_h, index_w, _runs(index_w), float(w2), float(b2), ntk is not None)
     return out_t.reshape(nngp.shape), None if ntk is None else out_u.reshape(nngp.shape)
 
 

@@ -345,7 +345,7 @@ class _Conv(_Affine):
         shape = self.out_shape(k.shape)
         fan_in = k.shape[0] * math.prod(self.kernel_size)
         stride1 = all(s == 1 for s in self.stride)
-        fused = self._fused_same(k, shape) if stride1 and self.padding == "same" else None
+        fused = self._fused_affine(k, shape) if stride1 else None
         if fused is not None:
             return fused
         if stride1 and (
@@ -354,19 +354,21 @@ class _Conv(_Affine):
             return self._affine_kernel(k, self._window_sum, fan_in, shape, scale=1.0 / math.prod(self.kernel_size))
         return self._affine_kernel(k, self._window_mean, fan_in, shape)
 
-    def _fused_same(self, k: Kernel, shape: tuple[int, ...]) -> Kernel | None:
-        """The NTK-parameterized affine map of a stride-1 "same" convolution as one fused pass per covariance
-        (:func:`ntkit.infinite._fused.conv_same_affine`), or None where it does not apply (then
+    def _fused_affine(self, k: Kernel, shape: tuple[int, ...]) -> Kernel | None:
+        """The NTK-parameterized affine map of a stride-1 "same" or "circular" convolution as one fused pass per
+        covariance (:func:`ntkit.infinite._fused.conv_affine`), or None where it does not apply (then
         :meth:`_affine_kernel` computes the same)."""
         if self.parameterization != "ntk" or isinstance(self.W_std, torch.Tensor):
             return None
         w2 = self.W_std**2 / math.prod(self.kernel_size)
         b2 = (self.b_std or 0.0) ** 2
-        pair = _fused.conv_same_affine(k.nngp, k.ntk, self.kernel_size, w2, b2)
+        pair = _fused.conv_affine(k.nngp, k.ntk, self.kernel_size, self.padding, w2, b2)
         if pair is None:
             return None
         var1, var2 = (
-            cached_self_map(self, v, lambda t: _fused.conv_same_affine(t, None, self.kernel_size, w2, b2) or (None,))
+            cached_self_map(
+                self, v, lambda t: _fused.conv_affine(t, None, self.kernel_size, self.padding, w2, b2) or (None,)
+            )
             for v in (k.var1, k.var2)
         )
         if var1[0] is None or (var2 is not None and var2[0] is None):
