@@ -186,15 +186,37 @@ if NUMBA_AVAILABLE:
                                 o[j] = kk
                                 q[j] = k0
 
+    @numba.njit(inline="always", error_model="numpy")
+    def _sum_planes(src, h, g, index_h, rows):  # pragma: no cover - compiled
+        """rows = Σ_o src[h + o, g + o] over the offsets along h (index_h[h, o] = h + o, −1 in the padding):
+        the first half of a separable window sum, on flattened (w, v) planes."""
+        rows[:] = 0.0
+        for oh in range(index_h.shape[1]):
+            i, k = index_h[h, oh], index_h[g, oh]
+            if i >= 0 and k >= 0:
+                x = src[i, k]
+                for j in range(rows.shape[0]):
+                    rows[j] += x[j]
+
+    @numba.njit(inline="always", error_model="numpy")
+    def _affine(acc, first, w2, b2, kind):  # pragma: no cover - compiled
+        """K' = w2·S(K) + b2 in place (kind 0), or Θ' = K' + w2·S(Θ) with K' = ``first`` (kind 1)."""
+        if kind == 0:
+            for j in range(acc.shape[0]):
+                acc[j] = w2 * acc[j] + b2
+        else:
+            for j in range(acc.shape[0]):
+                acc[j] = first[j] + w2 * acc[j]
+
     @_jit
     def _window_affine(t, u, out_t, out_u, index_h, shifts_w, masks_w, w2, b2, with_u):  # pragma: no cover
         """out_t = w2·S(t) + b2 and out_u = out_t + w2·S(u), S the zero-padded window sum of a stride-1 conv.
 
         t, u, out_*: (M, H, H, P) with P = W·W the flattened (w, v) plane of one pair of rows (h, g). S is
-        separable and runs plane by plane, in L1: the planes (h + o_h, g + o_h) are summed (index_h[h, o] = h + o,
-        −1 in the padding), then that sum is shifted along the plane, an offset o_w being the constant shift
-        shifts_w[o] = o_w·(W + 1) of the flat plane, masked (masks_w[o, j]) where w + o_w or v + o_w falls in
-        the padding. Every inner loop is a contiguous run that vectorises.
+        separable and runs plane by plane, in L1: the planes (h + o_h, g + o_h) are summed, then that sum is
+        shifted along the plane, an offset o_w being the constant shift shifts_w[o] = o_w·(W + 1) of the flat
+        plane, masked (masks_w[o, j]) where w + o_w or v + o_w falls in the padding. Every inner loop is a
+        contiguous run that vectorises.
         """
         n_m, height, _, plane = out_t.shape
         rows = np.empty(plane, dtype=np.float64)
@@ -202,14 +224,7 @@ if NUMBA_AVAILABLE:
             for h in range(height):
                 for g in range(height):
                     for kind in range(2 if with_u else 1):
-                        src = t if kind == 0 else u
-                        rows[:] = 0.0
-                        for oh in range(index_h.shape[1]):
-                            i, k = index_h[h, oh], index_h[g, oh]
-                            if i >= 0 and k >= 0:
-                                x = src[m, i, k]
-                                for j in range(plane):
-                                    rows[j] += x[j]
+                        _sum_planes(t[m] if kind == 0 else u[m], h, g, index_h, rows)
                         acc = out_t[m, h, g] if kind == 0 else out_u[m, h, g]
                         acc[:] = 0.0
                         for o in range(shifts_w.shape[0]):
@@ -221,56 +236,35 @@ if NUMBA_AVAILABLE:
                             for j in range(hi - lo):
                                 v = x[j]
                                 a[j] += v if keep[j] else 0.0
-                        if kind == 0:
-                            for j in range(plane):
-                                acc[j] = w2 * acc[j] + b2
-                        else:
-                            first = out_t[m, h, g]
-                            for j in range(plane):
-                                acc[j] = first[j] + w2 * acc[j]
+                        _affine(acc, out_t[m, h, g], w2, b2, kind)
 
     @_jit
     def _window_affine_runs(t, u, out_t, out_u, index_h, index_w, runs_w, w2, b2, with_u):  # pragma: no cover
         """As :func:`_window_affine`, for circular padding: along (w, v) an offset reads row index_w[w, o] of the
         summed plane and, within it, at most two contiguous runs (runs_w[o, r] = (v0, v1, shift)), since the
-        wrap breaks the constant shift of the flat plane. Planes (M, H, H, W, W)."""
-        n_m, height, _, width, _ = out_t.shape
-        rows = np.empty((width, width), dtype=np.float64)
+        wrap breaks the constant shift of the flat plane."""
+        n_m, height, _, plane = out_t.shape
+        width = index_w.shape[0]
+        rows = np.empty(plane, dtype=np.float64)
         for m in range(n_m):
             for h in range(height):
                 for g in range(height):
                     for kind in range(2 if with_u else 1):
-                        src = t if kind == 0 else u
-                        rows[:] = 0.0
-                        for oh in range(index_h.shape[1]):
-                            i, k = index_h[h, oh], index_h[g, oh]
-                            if i >= 0 and k >= 0:
-                                x = src[m, i, k]
-                                for w in range(width):
-                                    r, y = rows[w], x[w]
-                                    for v in range(width):
-                                        r[v] += y[v]
+                        _sum_planes(t[m] if kind == 0 else u[m], h, g, index_h, rows)
                         acc = out_t[m, h, g] if kind == 0 else out_u[m, h, g]
                         acc[:] = 0.0
                         for w in range(width):
-                            a_row = acc[w]
                             for o in range(index_w.shape[1]):
-                                src_row = index_w[w, o]
-                                if src_row < 0:
+                                r = index_w[w, o]
+                                if r < 0:
                                     continue
                                 for run in range(runs_w.shape[1]):
                                     v0, v1, shift = runs_w[o, run, 0], runs_w[o, run, 1], runs_w[o, run, 2]
-                                    a, x = a_row[v0:v1], rows[src_row, v0 + shift : v1 + shift]
+                                    a = acc[w * width + v0 : w * width + v1]
+                                    x = rows[r * width + v0 + shift : r * width + v1 + shift]
                                     for j in range(v1 - v0):
                                         a[j] += x[j]
-                        flat = acc.reshape(width * width)
-                        if kind == 0:
-                            for j in range(width * width):
-                                flat[j] = w2 * flat[j] + b2
-                        else:
-                            first = out_t[m, h, g].reshape(width * width)
-                            for j in range(width * width):
-                                flat[j] = first[j] + w2 * flat[j]
+                        _affine(acc, out_t[m, h, g], w2, b2, kind)
 
     @_jit
     def _window_sum_1d(t, index, runs, out):  # pragma: no cover - compiled
@@ -411,7 +405,7 @@ def conv_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: tuple
     height, width = pair[0], pair[2]
     if pair[1] != height or pair[3] != width:
         return None
-    flat = (-1, height, height, width * width) if padding == "same" else (-1, height, height, width, width)
+    flat = (-1, height, height, width * width)
     t = nngp.reshape(flat).contiguous()
     u = t if ntk is None else ntk.reshape(flat).contiguous()
     out_t = torch.empty_like(t)

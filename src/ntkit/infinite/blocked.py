@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from ntkit._malloc import keep_block_buffers
 from ntkit._progress import progress_bar
 from ntkit._validation import available_memory
 from ntkit.infinite.kernel import _SELF_CACHE, Kernel, SelfCovarianceCache, input_kernel, self_covariance
@@ -133,6 +134,8 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
     out: dict[str, torch.Tensor | None] = {}
     lock = threading.Lock()
     cache = SelfCovarianceCache(self_cache_budget(x1.device))
+    if x1.device.type == "cpu":
+        keep_block_buffers()  # freed blocks are reused, not page-faulted in afresh (ntkit._malloc)
     x_cols = x1 if symmetric else x2
 
     def run(block: tuple[int, int]) -> Kernel:
