@@ -28,7 +28,7 @@ import torch
 
 from ntkit._malloc import keep_block_buffers
 from ntkit._progress import progress_bar
-from ntkit._validation import available_memory
+from ntkit._validation import available_memory, finite_result
 from ntkit.infinite.kernel import _SELF_CACHE, Kernel, SelfCovarianceCache, input_kernel, self_covariance
 
 #: Default entries of one covariance block (B1·B2·P): 2^18 float64 entries are 2 MiB, so the handful of blocks
@@ -96,7 +96,7 @@ def self_cache_budget(device: torch.device) -> int:
 
 def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: torch.Tensor | None,
                    batch_size: int | None = None, *, kinds: tuple[str, ...] = ("nngp", "ntk"),
-                   progress: bool | None = None) -> Kernel:  # fmt: skip
+                   progress: bool | None = None, finite: tuple[str, str] | None = None) -> Kernel:  # fmt: skip
     """``transform(input_kernel(x1, x2))``, computed in blocks of at most ``batch_size`` examples per side.
 
     Parameters
@@ -114,6 +114,9 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
         "nngp" it is computed block by block, as every layer needs it, but not kept.
     progress:
         A tqdm bar over the blocks: None shows it once the call has run for 2 s, True at once, False never.
+    finite:
+        (name, advice): check each block as it is computed, while it is in cache, and raise a FloatingPointError
+        naming ``name`` and giving ``advice`` on a NaN or infinite entry (instead of a pass over the results).
 
     Returns
     -------
@@ -163,6 +166,10 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
                 out["var2"] = None if symmetric else k.var2.new_empty((n2, *k.var2.shape[1:]))
         for name in kinds:  # blocks write disjoint slices, so workers may run at once
             t = getattr(k, name)
+            if finite is not None:
+                finite_result(
+                    f"{finite[0]}.{name}", t, f"(in the block of rows {a0}:{a1}, columns {b0}:{b1}) {finite[1]}"
+                )
             if diagonal:
                 t = symmetrize_(t)
             out[name][a0:a1, b0:b1] = t

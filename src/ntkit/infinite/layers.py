@@ -40,7 +40,6 @@ from torch import nn
 
 from ntkit._validation import (
     check_memory,
-    finite_result,
     kernel_kinds,
     optional_real_number,
     positive_int,
@@ -132,11 +131,9 @@ class Layer:
                      f"{x1.shape[0] if x2 is None else x2.shape[0]} inputs ({', '.join(kinds)}, {x1.dtype})",
                      "pass fewer rows, get='nngp' or get='ntk' alone, float32 inputs, a smaller batch_size, or "
                      "compute it in tiles on disk with ntkit.scale.kernel")  # fmt: skip
-        k = blocked_kernel(self.transform, x1, x2, batch_size, kinds=kinds, progress=progress)
-        for kind in kinds:
-            finite_result(f"{type(self).__name__}.kernel(...).{kind}", getattr(k, kind),
-                          "a variance overflowed; use float64 inputs, smaller inputs or a smaller W_std")  # fmt: skip
-        return k
+        finite = (f"{type(self).__name__}.kernel(...)",
+                  "a variance overflowed; use float64 inputs, smaller inputs or a smaller W_std")  # fmt: skip
+        return blocked_kernel(self.transform, x1, x2, batch_size, kinds=kinds, progress=progress, finite=finite)
 
     def build(self, in_shape: Sequence[int], seed: int = 0, dtype: torch.dtype = torch.float32,
               parameterization: str | None = None) -> nn.Module:  # fmt: skip
