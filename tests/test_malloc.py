@@ -47,3 +47,20 @@ def test_freed_buffers_are_reused_with_the_settings_and_faulted_without():
     assert applied and faults < 3 * PAGES  # the first cycle faults its pages in, the others reuse them
     applied, faults = _faults("0")
     assert not applied and faults > 10 * PAGES  # every cycle a fresh mmap
+
+
+def test_release_free_memory_gives_freed_heap_back():
+    script = """
+import resource, threading, torch
+from ntkit import _malloc
+_malloc.keep_block_buffers()
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
+held = [torch.ones(1 << 20, dtype=torch.float64) for _ in range(64)]  # 512 MiB in 8 MiB tensors, in the heap
+del held
+before = rss()
+_malloc.release_free_memory()
+print(before - rss())
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 256 * 1024  # KiB: most of the 512 MiB freed goes back

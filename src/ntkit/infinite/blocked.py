@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ntkit._malloc import keep_block_buffers
+from ntkit._malloc import TRIM_EVERY, keep_block_buffers, release_free_memory
 from ntkit._progress import progress_bar
 from ntkit._validation import available_memory, finite_result
 from ntkit.infinite.kernel import _SELF_CACHE, Kernel, SelfCovarianceCache, input_kernel, self_covariance
@@ -186,6 +186,8 @@ def blocked_kernel(transform: Callable[[Kernel], Kernel], x1: torch.Tensor, x2: 
         last = _run_blocks(run, blocks, x1.device, bar)
     finally:
         bar.close()
+        if x1.device.type == "cpu":
+            release_free_memory()  # the blocks' freed memory (ntkit._malloc)
     return Kernel(out.get("nngp"), out.get("ntk"), out["var1"], out["var2"], last.shape, is_gaussian=last.is_gaussian)
 
 
@@ -219,9 +221,11 @@ def _run_blocks(run: Callable[[tuple[int, int]], Kernel], blocks: list, device: 
         started.wait()  # every worker is single-threaded by now: restore the default for threads made later
         torch.set_num_threads(default)
         try:
-            for future in futures:
+            for done, future in enumerate(futures, 1):
                 last = future.result()
                 bar.update()
+                if done % TRIM_EVERY == 0:  # freed blocks pile up in the workers' heaps (ntkit._malloc)
+                    release_free_memory()
         except BaseException:
             for future in futures:
                 future.cancel()
