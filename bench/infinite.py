@@ -101,7 +101,7 @@ def _pool(k: int) -> dict:
 
 #: name -> (title, layer list, per-example input shape, N, N with --quick, target ratio ntkit / neural-tangents)
 WORKLOADS = {
-    "fc": ("FC: depth-10 ReLU MLP, D=100", [*[_dense(), RELU] * 10, _dense()], (100,), 4000, 500, 0.5),
+    "fc": ("FC: depth-10 ReLU MLP, D=100", [*[_dense(), RELU] * 10, _dense()], (100,), 4000, 500, 0.15),
     "cntk": (
         "CNTK-GAP: 5 x [conv 3x3, ReLU], GAP, 1x8x8",
         [*[_conv(), RELU] * 5, {"op": "gap"}, _dense()],
