@@ -190,13 +190,19 @@ if NUMBA_AVAILABLE:
     def _sum_planes(src, h, g, index_h, rows):  # pragma: no cover - compiled
         """rows = Σ_o src[h + o, g + o] over the offsets along h (index_h[h, o] = h + o, −1 in the padding):
         the first half of a separable window sum, on flattened (w, v) planes."""
-        rows[:] = 0.0
+        first = True
         for oh in range(index_h.shape[1]):
             i, k = index_h[h, oh], index_h[g, oh]
             if i >= 0 and k >= 0:
                 x = src[i, k]
-                for j in range(rows.shape[0]):
-                    rows[j] += x[j]
+                if first:  # a copy, not zeros and a sum: one pass less
+                    rows[:] = x
+                    first = False
+                else:
+                    for j in range(rows.shape[0]):
+                        rows[j] += x[j]
+        if first:
+            rows[:] = 0.0
 
     @numba.njit(inline="always", error_model="numpy")
     def _affine(acc, first, w2, b2, kind):  # pragma: no cover - compiled
@@ -226,9 +232,11 @@ if NUMBA_AVAILABLE:
                     for kind in range(2 if with_u else 1):
                         _sum_planes(t[m] if kind == 0 else u[m], h, g, index_h, rows)
                         acc = out_t[m, h, g] if kind == 0 else out_u[m, h, g]
-                        acc[:] = 0.0
+                        acc[:] = rows  # the offset o_w = 0: no shift, nothing masked
                         for o in range(shifts_w.shape[0]):
                             s = shifts_w[o]
+                            if s == 0:
+                                continue
                             lo, hi = max(0, -s), min(plane, plane - s)
                             # slices: non-negative indices (a signed j + s would get numba's wraparound test and
                             # stay scalar); load, then select (a load under the mask's branch stays scalar too)
