@@ -95,3 +95,24 @@ def test_register_handler_checks_its_arguments():
 def test_grouped_convolutions_are_left_to_the_fallback():
     conv = nn.Sequential(nn.Conv1d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(8, 2))
     assert [lp.name for lp in _plan(conv, torch.randn(2, 4, 4)).layers] == ["2"]
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_linear_input_gradients_through_the_gemm_adapter_match_brute_force(reference, inplace, monkeypatch):
+    """Linear layers' backward passes run through ntkit._gemm (_LinearInputGradient), NTKLinear's multiplier
+    included; an in-place ReLU after a layer must not touch the node the cotangents are taken at."""
+    used = []
+    original = structured._linear_input_gradient
+    monkeypatch.setattr(structured, "_linear_input_gradient", lambda *a: used.append(1) or original(*a))
+    torch.manual_seed(3)
+    spec = nk.Sequential(nk.Linear(7, W_std=1.3, b_std=0.2), nk.ReLU(), nk.Linear(3))
+    for model in (
+        nn.Sequential(
+            nn.Linear(5, 7), nn.ReLU(inplace=inplace), nn.Linear(7, 6), nn.ReLU(inplace=inplace), nn.Linear(6, 3)
+        ).double(),  # fmt: skip
+        spec.build((5,), seed=0, dtype=torch.float64),
+    ):
+        x1, x2 = torch.randn(4, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+        got = nk.empirical_ntk(model, x1, x2, method="structured", output="full")
+        reference.assert_close(got, reference.ntk(model, x1, x2, output="full"))
+    assert used  # the fast path was taken
