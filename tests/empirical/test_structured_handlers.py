@@ -103,7 +103,7 @@ def test_linear_input_gradients_through_the_gemm_adapter_match_brute_force(refer
     included; an in-place ReLU after a layer must not touch the node the cotangents are taken at."""
     used = []
     original = structured._linear_input_gradient
-    monkeypatch.setattr(structured, "_linear_input_gradient", lambda *a: used.append(1) or original(*a))
+    monkeypatch.setattr(structured, "_linear_input_gradient", lambda *a: used.append(original(*a)) or used[-1])
     torch.manual_seed(3)
     spec = nk.Sequential(nk.Linear(7, W_std=1.3, b_std=0.2), nk.ReLU(), nk.Linear(3))
     for model in (
@@ -115,4 +115,4 @@ def test_linear_input_gradients_through_the_gemm_adapter_match_brute_force(refer
         x1, x2 = torch.randn(4, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
         got = nk.empirical_ntk(model, x1, x2, method="structured", output="full")
         reference.assert_close(got, reference.ntk(model, x1, x2, output="full"))
-    assert used  # the fast path was taken
+    assert any(node is not None for node in used)  # the fast path was taken
