@@ -99,21 +99,78 @@ class TileFunction:
         return {kind: t.detach().to(_DTYPES[self.dtype]).numpy() for kind, t in out.items()}
 
 
-def compute_tile(layout: _store.Layout, fn: TileFunction, a: torch.Tensor, b: torch.Tensor | None, i: int,
-                 j: int) -> tuple[int, int, float]:  # fmt: skip
-    """The task a worker runs: tile (i, j) unless it is already marked done; returns (i, j, seconds computing)."""
-    torch.set_num_threads(1)  # a worker process runs one tile per thread; the setting is scoped to the process
-    if _store.is_done(layout, i, j):
-        return i, j, 0.0
-    start = time.perf_counter()
-    blocks = fn(a, b)
-    seconds = time.perf_counter() - start
+def _commit(layout: _store.Layout, i: int, j: int, blocks: dict[str, np.ndarray]) -> None:
+    """Write tile (i, j) and then its marker (:func:`_store.write_tile`), and log it when TILE_LOG is set."""
     _store.write_tile(layout, i, j, blocks)
     log = os.environ.get(TILE_LOG)
     if log:
         with open(log, "a") as fh:
             fh.write(f"{i} {j}\n")
-    return i, j, seconds
+
+
+class _Writer:
+    """One background thread that commits tiles while the caller computes the next one; at most one is pending.
+
+    ``put`` first waits for the previous tile's commit (and raises its error), so a worker holds at most the tile
+    it computes and the one being written. ``close`` waits for the last commit.
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ntkit-tile-writer")
+        self._pending = None
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def put(self, layout: _store.Layout, i: int, j: int, blocks: dict[str, np.ndarray]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(_commit, layout, i, j, blocks)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def compute_tiles(layout: _store.Layout, fn: TileFunction, inputs: dict[tuple[str, int], torch.Tensor],
+                  tiles: list[tuple[int, int]]) -> list[tuple[int, int, float]]:  # fmt: skip
+    """The task a worker runs: the tiles (i, j) of ``tiles`` not yet marked done, one after the other.
+
+    ``inputs`` maps ("x1", i) and ("x2", j) to the input blocks (each sent once per task). Tile k+1 is computed
+    while a writer thread commits tile k (its chunks, then its marker); the task returns only after its last
+    commit, so every tile of a finished task is in the store. Returns (i, j, seconds computing) per tile, 0 for
+    a tile found done.
+    """
+    torch.set_num_threads(1)  # a worker process runs one tile per thread; the setting is scoped to the process
+    out = []
+    writer = _Writer()
+    try:
+        for i, j in tiles:
+            if _store.is_done(layout, i, j):
+                out.append((i, j, 0.0))
+                continue
+            a = inputs["x1", i]
+            b = None if layout.symmetric and i == j else inputs["x1" if layout.symmetric else "x2", j]
+            start = time.perf_counter()
+            blocks = fn(a, b)
+            out.append((i, j, time.perf_counter() - start))
+            writer.put(layout, i, j, blocks)
+            del blocks
+    finally:
+        writer.close()
+    return out
+
+
+def task_groups(todo: list[tuple[int, int]], workers: int, most: int = 8) -> list[list[tuple[int, int]]]:
+    """Cut the tiles to compute into consecutive groups, one task each: at least 4 tasks per worker thread (so
+    the last ones balance), at most ``most`` tiles per task."""
+    size = max(1, min(most, len(todo) // (4 * max(1, workers))))
+    return [todo[k : k + size] for k in range(0, len(todo), size)]
 
 
 class TiledKernel:
@@ -321,14 +378,17 @@ def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, conne
     """Run the tile tasks; returns the seconds the workers spent inside the tile function (summed)."""
     from tqdm.auto import tqdm
 
-    def tasks():
-        for i, j in todo:
-            a = x1[layout.row_slice(i)]
-            if layout.symmetric and i == j:
-                b = None
-            else:
-                b = (x1 if layout.symmetric else x2)[layout.col_slice(j)]
-            yield layout, fn, a, b, i, j
+    def tasks(groups):
+        for group in groups:
+            inputs = {}
+            for i, j in group:
+                inputs["x1", i] = x1[layout.row_slice(i)]
+                if layout.symmetric:
+                    inputs["x1", j] = x1[layout.col_slice(j)]
+                else:
+                    inputs["x2", j] = x2[layout.col_slice(j)]
+            # clones: a pickled slice of a tensor carries the whole of x1 (its storage), not just the block
+            yield layout, fn, {key: block.clone() for key, block in inputs.items()}, group
 
     with client_for(client, n_workers, connect_timeout) as c:
         threads = sum(c.nthreads().values()) or 1
@@ -336,9 +396,10 @@ def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, conne
                    dynamic_ncols=True)  # fmt: skip
         seconds = 0.0
         try:
-            for _, _, spent in run_bounded(c, compute_tile, tasks(), window=max(4, 2 * threads)):
-                seconds += spent
-                bar.update(1)
+            groups = task_groups(todo, threads)
+            for done in run_bounded(c, compute_tiles, tasks(groups), window=max(4, 2 * threads)):
+                seconds += sum(spent for _, _, spent in done)
+                bar.update(len(done))
         finally:
             bar.close()
     return seconds
