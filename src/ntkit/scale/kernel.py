@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -374,21 +375,24 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     return result
 
 
+def task_args(layout: _store.Layout, fn: TileFunction, x1: torch.Tensor, x2: torch.Tensor | None,
+              groups: list[list[tuple[int, int]]]) -> Iterator[tuple]:  # fmt: skip
+    """The arguments of :func:`compute_tiles` for each group, made lazily: each input block once per task, cloned
+    (a pickled slice of a tensor carries its whole storage, i.e. all of x1, not just the block)."""
+    for group in groups:
+        inputs = {}
+        for i, j in group:
+            inputs["x1", i] = x1[layout.row_slice(i)]
+            if layout.symmetric:
+                inputs["x1", j] = x1[layout.col_slice(j)]
+            else:
+                inputs["x2", j] = x2[layout.col_slice(j)]
+        yield layout, fn, {key: block.clone() for key, block in inputs.items()}, group
+
+
 def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, connect_timeout) -> float:
     """Run the tile tasks; returns the seconds the workers spent inside the tile function (summed)."""
     from tqdm.auto import tqdm
-
-    def tasks(groups):
-        for group in groups:
-            inputs = {}
-            for i, j in group:
-                inputs["x1", i] = x1[layout.row_slice(i)]
-                if layout.symmetric:
-                    inputs["x1", j] = x1[layout.col_slice(j)]
-                else:
-                    inputs["x2", j] = x2[layout.col_slice(j)]
-            # clones: a pickled slice of a tensor carries the whole of x1 (its storage), not just the block
-            yield layout, fn, {key: block.clone() for key, block in inputs.items()}, group
 
     with client_for(client, n_workers, connect_timeout) as c:
         threads = sum(c.nthreads().values()) or 1
@@ -397,7 +401,9 @@ def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, conne
         seconds = 0.0
         try:
             groups = task_groups(todo, threads)
-            for done in run_bounded(c, compute_tiles, tasks(groups), window=max(4, 2 * threads)):
+            for done in run_bounded(
+                c, compute_tiles, task_args(layout, fn, x1, x2, groups), window=max(4, 2 * threads)
+            ):
                 seconds += sum(spent for _, _, spent in done)
                 bar.update(len(done))
         finally:
