@@ -108,7 +108,7 @@ class StreamedMatrix:
             futures = [
                 self.client.submit(band_product, layout, kind, i, shared, pure=False) for i in range(layout.rows)
             ]
-            for future in as_completed(futures):
+            for future in as_completed(futures, loop=self.client.loop):
                 i, own, after = future.result()
                 rows = layout.row_slice(i)
                 out[rows] += own
