@@ -5,11 +5,11 @@ For row tiles I and column tiles J of ``tile`` examples each, tile (I, J) is
     K[I, J] = arch.kernel(x1[I], x2[J])              (an ntkit Layer spec: infinite-width NNGP and NTK), or
     K[I, J] = ntkit.empirical_ntk(model, x1[I], x2[J])  (an nn.Module: its empirical NTK, output="mean"),
 
-computed by one task on a dask worker, which writes it to the store and marks it done. When x2 is None only the
-tiles I ≤ J are computed, and diagonal tiles are computed as ``kernel(x1[I])``, so they are exactly symmetric;
-the lower triangle is read as the transpose. A rerun finds the marked tiles and computes only the others, so a
-run killed at any point resumes and ends bit-identical to an uninterrupted one (each tile is a deterministic
-single-threaded computation, done once).
+computed on a dask worker (a task takes a few consecutive tiles), which writes it to the store and marks it done.
+When x2 is None only the tiles I ≤ J are computed, and diagonal tiles are computed as ``kernel(x1[I])``, so they
+are exactly symmetric; the lower triangle is read as the transpose. A rerun finds the marked tiles and computes
+only the others, so a run killed at any point resumes and ends bit-identical to an uninterrupted one (each tile is
+a deterministic single-threaded computation, done once).
 
 References
 ----------
@@ -298,7 +298,8 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     """Compute the kernel of ``arch`` between x1 and x2 tile by tile into the zarr store at ``path``, resuming.
 
     Tile (I, J) is ``arch.kernel(x1[I], x2[J])`` for an ntkit spec and ``empirical_ntk(arch, x1[I], x2[J])`` for
-    an nn.Module (see the module docstring); each is one dask task whose worker writes it and then its marker.
+    an nn.Module (see the module docstring). A dask task computes a few consecutive tiles; its worker writes each
+    (chunks, then marker) on a writer thread while computing the next, and the task ends after its last write.
 
     Parameters
     ----------
@@ -311,7 +312,8 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     get:
         "nngp", "ntk" or both (default both for a spec, "ntk" for a module).
     tile:
-        Examples per tile side. A worker holds about three (tile, tile) blocks per kind while computing one.
+        Examples per tile side. A worker holds about three (tile, tile) blocks per kind while computing one, plus
+        the previous tile while it is written.
     dtype:
         dtype of the store; a spec's tiles are computed in it, a module's in its parameters' dtype.
     client:
