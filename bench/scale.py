@@ -11,9 +11,11 @@ Results go to bench/results/scale.json (after each part) and bench/results/scale
 
 What is measured
     * overhead: the FC NTK (3 hidden ReLU layers, float32) of 12,288 inputs on the sphere S⁹ in tiles of 2,048:
-      the 21 tiles I ≤ J computed in memory, one after the other on one thread (``arch.kernel`` on the same
-      slices), against ``scale.kernel`` with a LocalCluster of 1 worker, then 2 workers (cluster start-up
-      excluded; dask scheduling and the zarr writes included).
+      the 21 tiles I ≤ J computed in memory, one after the other on one thread, by the very tile function the
+      workers call (``arch.kernel(a, b, get="ntk")`` on the same slices), against ``scale.kernel`` on LocalClusters
+      of 1 and 2 single-threaded workers; --repeat interleaved rounds, medians reported. Wall time and CPU time
+      (all threads of the worker processes, by getrusage). Cluster start, the workers' first imports and the
+      close are fixed costs, measured and reported apart; dask scheduling and the zarr writes are included.
     * check8000: N = 8,000, float64: ``scale.solve`` (Nyström, rank 1,000) against ``predict.gp_inference`` and
       ``gradient_descent_mse(t=∞)`` on 1,000 test points (relative difference of the predictions), and the CG
       iterations with and without the preconditioner.
