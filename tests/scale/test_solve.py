@@ -115,6 +115,9 @@ def test_products_on_the_workers_of_a_real_cluster(problem):
     direct = torch.linalg.solve(dense + lam * torch.eye(N, dtype=torch.float64), y)
     v = np.random.default_rng(0).standard_normal((N, 3))
     with client_for(None, n_workers=2) as c:
+        settings = c.run(lambda: (__import__("dask").config.get("distributed.worker.profile.enabled"),
+                                  __import__("os").environ.get("MALLOC_MMAP_THRESHOLD_")))  # fmt: skip
+        assert set(settings.values()) == {(False, str(32 << 20))}  # ntkit's worker settings reached both workers
         with get_task_stream(client=c) as stream:
             product = StreamedMatrix(k.ntk, client=c).matmul(v)
             fit = scale.solve(k.ntk, y, diag_reg=REG, rank=40, tol=TOL, client=c, progress=False)
