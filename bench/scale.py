@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -211,7 +212,8 @@ def render(results: dict) -> str:
         lines += ["## Tile overhead and workers", "", f"Command: `{o.get('command', '')}`", "",
                   f"FC NTK (3 hidden ReLU layers, float32), N = {o['n']}, tile {o['tile']}: {o['tiles']} tiles "
                   f"I ≤ J. In memory: the tile function the workers run (`arch.kernel(..., get='ntk')` on the same "
-                  f"slices) on 1 thread. Median of {o.get('repeat', 1)} interleaved rounds; load average "
+                  f"slices) on 1 thread, with the workers' glibc settings. Median of {o.get('repeat', 1)} interleaved "
+                  "rounds; load average "
                   f"{o.get('load_before', '?')} before, {o.get('load_after', '?')} after.", "",
                   "| run | wall (s) | against in-memory | CPU (s) | CPU against in-memory |", "|---|---|---|---|---|",
                   f"| in memory, 1 thread, tiles one after the other | {o['in_memory_s']:.2f} | 1.00 | "
@@ -270,6 +272,11 @@ def render(results: dict) -> str:
 
 
 def main() -> None:
+    # the in-memory baseline runs in this process: give it the glibc settings of ntkit's workers (see
+    # ntkit.scale._cluster.WORKER_MALLOC), so that both sides allocate their tile temporaries alike
+    malloc = {key.rsplit(".", 1)[1]: value for key, value in scale._cluster.WORKER_MALLOC.items()}
+    if any(os.environ.get(key) != value for key, value in malloc.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **malloc})
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="overhead,check8000,regression")
     parser.add_argument("--n", type=int, default=50_000)
