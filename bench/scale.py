@@ -11,9 +11,11 @@ Results go to bench/results/scale.json (after each part) and bench/results/scale
 
 What is measured
     * overhead: the FC NTK (3 hidden ReLU layers, float32) of 12,288 inputs on the sphere S⁹ in tiles of 2,048:
-      the 21 tiles I ≤ J computed in memory, one after the other on one thread (``arch.kernel`` on the same
-      slices), against ``scale.kernel`` with a LocalCluster of 1 worker, then 2 workers (cluster start-up
-      excluded; dask scheduling and the zarr writes included).
+      the 21 tiles I ≤ J computed in memory, one after the other on one thread, by the very tile function the
+      workers call (``arch.kernel(a, b, get="ntk")`` on the same slices), against ``scale.kernel`` on LocalClusters
+      of 1 and 2 single-threaded workers; --repeat interleaved rounds, medians reported. Wall time and CPU time
+      (all threads of the worker processes, by getrusage). Cluster start, the workers' first imports and the
+      close are fixed costs, measured and reported apart; dask scheduling and the zarr writes are included.
     * check8000: N = 8,000, float64: ``scale.solve`` (Nyström, rank 1,000) against ``predict.gp_inference`` and
       ``gradient_descent_mse(t=∞)`` on 1,000 test points (relative difference of the predictions), and the CG
       iterations with and without the preconditioner.
@@ -27,10 +29,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
+import statistics
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -40,6 +45,7 @@ import ntkit as nk  # noqa: E402
 from _memory import reset_peak_rss, status_kib  # noqa: E402
 from ntkit import scale  # noqa: E402
 from ntkit.scale._cluster import client_for  # noqa: E402
+from ntkit.scale.kernel import TileFunction  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 ARCH = nk.Sequential(*[m for _ in range(3) for m in (nk.Linear(512, W_std=1.4, b_std=0.1), nk.ReLU())],
@@ -69,30 +75,66 @@ def worker_peaks(client) -> dict:
     return {w: v / 1024 for w, v in client.run(lambda: status_kib("VmHWM")).items()}
 
 
-def part_overhead(work: Path) -> dict:
+def _worker_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # every thread of the worker process: compute, writer, dask
+    return usage.ru_utime + usage.ru_stime
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def part_overhead(work: Path, repeat: int = 3) -> dict:
+    """The same 21 tiles in memory (the tile function the workers run, on the same slices, 1 thread) and through
+    scale.kernel on LocalClusters of 1 and 2 single-threaded workers; ``repeat`` rounds, interleaved."""
     n, tile = 12288, 2048
     x = sphere(n, 0)
     torch.set_num_threads(1)
     tiles = [(i, j) for i in range(n // tile) for j in range(i, n // tile)]
-    ARCH.kernel(x[:256])  # warm-up
-    start = time.perf_counter()
-    for i, j in tiles:
-        a = x[i * tile : (i + 1) * tile]
-        ARCH.kernel(a, None if i == j else x[j * tile : (j + 1) * tile])
-    in_memory = time.perf_counter() - start
-    out = {"n": n, "tile": tile, "tiles": len(tiles), "in_memory_s": in_memory}
-    for workers in (1, 2):
-        with client_for(None, n_workers=workers) as c:
-            c.run(lambda: (__import__("ntkit.scale.kernel"), ARCH.kernel(torch.randn(8, DIM))))  # warm-up imports
+    fn = TileFunction(ARCH, ("ntk",), "float32")  # exactly what a worker calls per tile
+    fn(x[:256], None)  # warm-up
+
+    def in_memory() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), time.process_time()
+        for i, j in tiles:
+            fn(x[i * tile : (i + 1) * tile], None if i == j else x[j * tile : (j + 1) * tile])
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    out = {"n": n, "tile": tile, "tiles": len(tiles), "repeat": repeat, "load_before": _load(), "rounds": []}
+    clusters = {}
+    with ExitStack() as stack:
+        for workers in (1, 2):
             start = time.perf_counter()
-            k = scale.kernel(ARCH, x, path=work / f"overhead{workers}.zarr", tile=tile, get="ntk", client=c,
-                             progress=False)  # fmt: skip
-            out[f"scale_{workers}w_s"] = time.perf_counter() - start
-            # the same tiles' compute time measured inside the workers: wall·workers − this is dask + zarr
-            out[f"tile_compute_{workers}w_s"] = k.compute_seconds
-            out[f"overhead_in_workers_{workers}w"] = out[f"scale_{workers}w_s"] * workers / k.compute_seconds - 1
-    out["overhead_1w"] = out["scale_1w_s"] / in_memory - 1
-    out["speedup_2w"] = out["scale_1w_s"] / out["scale_2w_s"]
+            clusters[workers] = c = stack.enter_context(client_for(None, n_workers=workers))
+            out[f"cluster_start_{workers}w_s"] = time.perf_counter() - start
+            start = time.perf_counter()  # the imports a fresh worker pays before its first tile
+            c.run(lambda: (__import__("zarr"), __import__("ntkit.scale.kernel"), ARCH.kernel(torch.randn(8, DIM))))
+            out[f"worker_imports_{workers}w_s"] = time.perf_counter() - start
+        for r in range(repeat):
+            wall, cpu = in_memory()
+            row = {"in_memory_s": wall, "in_memory_cpu_s": cpu}
+            for workers, c in clusters.items():
+                cpu0 = sum(c.run(_worker_cpu).values())
+                start = time.perf_counter()
+                k = scale.kernel(ARCH, x, path=work / f"overhead{workers}-{r}.zarr", tile=tile, get="ntk", client=c,
+                                 progress=False)  # fmt: skip
+                row[f"scale_{workers}w_s"] = time.perf_counter() - start
+                row[f"worker_cpu_{workers}w_s"] = sum(c.run(_worker_cpu).values()) - cpu0
+                row[f"tile_compute_{workers}w_s"] = k.compute_seconds  # inside the tile function, wall
+                shutil.rmtree(work / f"overhead{workers}-{r}.zarr")
+            print(json.dumps(row), flush=True)
+            out["rounds"].append(row)
+        start = time.perf_counter()
+    out["cluster_close_s"] = time.perf_counter() - start  # both clusters
+    out["load_after"] = _load()
+    med = {key: statistics.median(row[key] for row in out["rounds"]) for key in out["rounds"][0]}
+    out.update(med)
+    out["overhead_1w"] = med["scale_1w_s"] / med["in_memory_s"] - 1
+    out["overhead_cpu_1w"] = med["worker_cpu_1w_s"] / med["in_memory_cpu_s"] - 1
+    out["overhead_cpu_2w"] = med["worker_cpu_2w_s"] / med["in_memory_cpu_s"] - 1
+    out["speedup_2w"] = med["scale_1w_s"] / med["scale_2w_s"]
     return out
 
 
@@ -169,17 +211,28 @@ def render(results: dict) -> str:
     if o:
         lines += ["## Tile overhead and workers", "", f"Command: `{o.get('command', '')}`", "",
                   f"FC NTK (3 hidden ReLU layers, float32), N = {o['n']}, tile {o['tile']}: {o['tiles']} tiles "
-                  "I ≤ J.", "",
-                  "| run | wall (s) | against in-memory |", "|---|---|---|",
-                  f"| in memory, 1 thread, tiles one after the other | {o['in_memory_s']:.2f} | 1.00 |",
-                  f"| scale.kernel, 1 worker | {o['scale_1w_s']:.2f} | {1 + o['overhead_1w']:.2f} |",
-                  f"| scale.kernel, 2 workers | {o['scale_2w_s']:.2f} | {o['scale_2w_s'] / o['in_memory_s']:.2f} |",
-                  "", f"Against the in-memory loop (measured at another moment on a shared machine): "
-                  f"{100 * o['overhead_1w']:+.1f} % with 1 worker. Against the tile function's own time measured "
-                  f"inside the workers during the run (wall × workers / Σ tile seconds − 1, which the load on the "
-                  f"machine affects alike): {100 * o.get('overhead_in_workers_1w', float('nan')):+.1f} % with 1 "
-                  f"worker, {100 * o.get('overhead_in_workers_2w', float('nan')):+.1f} % with 2 (target ≤ 10 %). "
-                  f"2 workers against 1: {o['speedup_2w']:.2f}x.", ""]  # fmt: skip
+                  f"I ≤ J. In memory: the tile function the workers run (`arch.kernel(..., get='ntk')` on the same "
+                  f"slices) on 1 thread, with the workers' glibc settings. Median of {o.get('repeat', 1)} interleaved "
+                  "rounds; load average "
+                  f"{o.get('load_before', '?')} before, {o.get('load_after', '?')} after.", "",
+                  "| run | wall (s) | against in-memory | CPU (s) | CPU against in-memory |", "|---|---|---|---|---|",
+                  f"| in memory, 1 thread, tiles one after the other | {o['in_memory_s']:.2f} | 1.00 | "
+                  f"{o.get('in_memory_cpu_s', float('nan')):.2f} | 1.00 |",
+                  f"| scale.kernel, 1 worker | {o['scale_1w_s']:.2f} | {1 + o['overhead_1w']:.2f} | "
+                  f"{o.get('worker_cpu_1w_s', float('nan')):.2f} | {1 + o.get('overhead_cpu_1w', float('nan')):.2f} |",
+                  f"| scale.kernel, 2 workers | {o['scale_2w_s']:.2f} | {o['scale_2w_s'] / o['in_memory_s']:.2f} | "
+                  f"{o.get('worker_cpu_2w_s', float('nan')):.2f} | {1 + o.get('overhead_cpu_2w', float('nan')):.2f} |",
+                  "", f"Overhead with 1 worker: {100 * o['overhead_1w']:+.1f} % in wall time, "
+                  f"{100 * o.get('overhead_cpu_1w', float('nan')):+.1f} % in CPU time (all threads of the worker "
+                  f"process against the in-memory loop's; target ≤ 10 %). 2 workers against 1: "
+                  f"{o['speedup_2w']:.2f}x. CPU of 2 workers against in-memory: "
+                  f"{100 * o.get('overhead_cpu_2w', float('nan')):+.1f} %.", "",
+                  "Fixed costs, once per run and not in the table: LocalCluster start "
+                  f"{o.get('cluster_start_1w_s', float('nan')):.1f} s (1 worker) and "
+                  f"{o.get('cluster_start_2w_s', float('nan')):.1f} s (2), a fresh worker's imports (torch, zarr, "
+                  f"ntkit) {o.get('worker_imports_1w_s', float('nan')):.1f} s and "
+                  f"{o.get('worker_imports_2w_s', float('nan')):.1f} s, closing both clusters "
+                  f"{o.get('cluster_close_s', float('nan')):.1f} s.", ""]  # fmt: skip
     c = results.get("check8000")
     if c:
         lines += ["## N = 8,000 against the in-memory predictors (float64)", "",
@@ -219,6 +272,11 @@ def render(results: dict) -> str:
 
 
 def main() -> None:
+    # the in-memory baseline runs in this process: give it the glibc settings of ntkit's workers (see
+    # ntkit.scale._cluster.WORKER_MALLOC), so that both sides allocate their tile temporaries alike
+    malloc = {key.rsplit(".", 1)[1]: value for key, value in scale._cluster.WORKER_MALLOC.items()}
+    if any(os.environ.get(key) != value for key, value in malloc.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **malloc})
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="overhead,check8000,regression")
     parser.add_argument("--n", type=int, default=50_000)
@@ -226,6 +284,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--work", default="/tmp/ntkit-scale-bench")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="overhead: interleaved rounds (medians reported)")
     parser.add_argument("--reuse", action="store_true", help="keep --work: finished stores resume instead")
     parser.add_argument("--plain-max-iter", type=int, default=None, help="plain CG budget (default: as Nyström)")
     parser.add_argument("--merge", action="store_true", help="keep the other parts' results in scale.json")
@@ -247,7 +306,7 @@ def main() -> None:
         for part in args.parts.split(","):
             print(f"== {part}", flush=True)
             if part == "overhead":
-                results[part] = part_overhead(work)
+                results[part] = part_overhead(work, args.repeat)
             elif part == "check8000":
                 results[part] = part_check8000(work)
             elif part == "regression":

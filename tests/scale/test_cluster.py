@@ -1,5 +1,6 @@
 """A real multi-process cluster (issue 12): `dask scheduler` and two `dask worker` processes on 127.0.0.1, and the
-kernel computed through `ntkit kernel --scheduler`. Then `ntkit solve` in a driver whose peak resident memory is
+kernel computed through `ntkit kernel --scheduler` and solved with `ntkit solve --scheduler` (CG products on the
+workers). Then `ntkit solve` in a driver whose peak resident memory is
 measured: it must stay far below the dense matrix (it streams tiles and holds (N, rank) + a few tiles)."""
 
 import socket
@@ -104,6 +105,19 @@ def test_kernel_through_a_scheduler_address(tmp_path, cluster):
     reference = load_spec(str(tmp_path / "spec.py")).kernel(x, batch_size=100)
     for kind in ("nngp", "ntk"):
         assert torch.equal(torch.from_numpy(getattr(k, kind).compute(scheduler="sync")), getattr(reference, kind))
+    # the CG products on the same workers (`ntkit solve --scheduler`), against a direct float64 solve
+    y = torch.sin(3 * x[:, 0]) + x[:, 1]
+    np.save(tmp_path / "y.npy", y.numpy())
+    solved = subprocess.run(ntkit_cli("solve", str(out), "--y", str(tmp_path / "y.npy"), "--diag-reg", str(REG),
+                                      "--rank", str(RANK), "--tol", str(TOL), "--out", str(tmp_path / "alpha.npy"),
+                                      "--scheduler", cluster),
+                            env=subprocess_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert solved.returncode == 0, solved.stderr
+    dense = reference.ntk
+    alpha = torch.from_numpy(np.load(tmp_path / "alpha.npy"))
+    lam = REG * float(dense.diagonal().mean())
+    direct = torch.linalg.solve(dense + lam * torch.eye(len(x), dtype=torch.float64), y)
+    assert float((dense @ (alpha - direct)).norm() / y.norm()) <= 2 * TOL  # ‖K(α − α*)‖ ≤ ‖r‖ ≤ tol‖y‖
 
 
 def test_streamed_solve_in_bounded_driver_memory(tmp_path, client):

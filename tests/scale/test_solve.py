@@ -101,3 +101,31 @@ def test_a_plain_dask_array_is_solved_too(problem):
     for fit in (a, b):
         assert float(((dense @ (fit.alpha - direct)).norm(dim=0) / y.norm(dim=0)).max()) <= 2 * TOL
     assert np.isfinite(a.residual)
+
+
+def test_products_on_the_workers_of_a_real_cluster(problem):
+    """The CG products as tasks on a LocalCluster of two worker processes (one row band of tiles per task)."""
+    from distributed import get_task_stream
+
+    from ntkit.scale._cluster import client_for
+    from ntkit.scale._stream import StreamedMatrix
+
+    k, x, y, dense = problem
+    lam = REG * float(dense.diagonal().mean())
+    direct = torch.linalg.solve(dense + lam * torch.eye(N, dtype=torch.float64), y)
+    v = np.random.default_rng(0).standard_normal((N, 3))
+    with client_for(None, n_workers=2) as c:
+        settings = c.run(lambda: (__import__("dask").config.get("distributed.worker.profile.enabled"),
+                                  __import__("os").environ.get("MALLOC_MMAP_THRESHOLD_")))  # fmt: skip
+        assert set(settings.values()) == {(False, str(32 << 20))}  # ntkit's worker settings reached both workers
+        with get_task_stream(client=c) as stream:
+            product = StreamedMatrix(k.ntk, client=c).matmul(v)
+            fit = scale.solve(k.ntk, y, diag_reg=REG, rank=40, tol=TOL, client=c, progress=False)
+        names = [t["key"] if isinstance(t["key"], str) else t["key"][0] for t in stream.data]
+    bands = -(-N // TILE)
+    assert sum(name.startswith("band_product") for name in names) >= bands * (fit.iterations + 1)
+    # the same sums in another order: each entry within 2·N·ε·(|K|·|v|) of the dense product
+    exact = dense.numpy() @ v
+    assert (np.abs(product - exact) <= 2 * N * np.finfo(np.float64).eps * (np.abs(dense.numpy()) @ np.abs(v))).all()
+    assert fit.residuals[-1] <= TOL and fit.residual <= 10 * TOL
+    assert float(((dense @ (fit.alpha - direct)).norm(dim=0) / y.norm(dim=0)).max()) <= 2 * TOL

@@ -71,7 +71,7 @@ def _solve(args: argparse.Namespace) -> int:
         y = _load_array("--y", args.y)
         fit = scale.solve(getattr(k, args.kind), y, diag_reg=args.diag_reg, rank=min(args.rank, k.shape[0]),
                           preconditioner=None if args.no_preconditioner else "nystrom", landmarks=args.landmarks,
-                          tol=args.tol, max_iter=args.max_iter)  # fmt: skip
+                          tol=args.tol, max_iter=args.max_iter, client=args.scheduler)  # fmt: skip
     except scale.ConvergenceError as exc:
         print(f"ntkit solve: {exc}", file=sys.stderr)
         return 1
@@ -110,6 +110,8 @@ def add_commands(sub) -> None:
     solve.add_argument("--rank", type=_positive("--rank"), default=1000, help="Nyström landmarks (default 1000)")
     solve.add_argument("--landmarks", choices=("random", "pivoted"), default="random", help="landmark choice")
     solve.add_argument("--no-preconditioner", action="store_true", help="plain CG")
+    solve.add_argument("--scheduler", default=None, help="dask scheduler address: CG products on its workers "
+                       "(default: threads of this process)")  # fmt: skip
     solve.add_argument("--tol", type=float, default=1e-6, help="relative residual to reach (default 1e-6)")
     solve.add_argument("--max-iter", type=_positive("--max-iter"), default=500, help="CG iterations allowed")
     solve.set_defaults(run=_solve)

@@ -13,9 +13,14 @@ When x2 is None only tiles I ≤ J are stored; tile (J, I) is read as the transp
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
 import math
+import mmap
+import os
+import threading
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,10 +129,102 @@ def create(layout: Layout, fingerprint: dict) -> None:
         raise disk_full(layout.path, "the store's metadata", exc) from exc
 
 
+#: Set to "0" to write local chunks through the page cache like zarr's own LocalStore (see :func:`_put_direct`).
+DIRECT_IO = "NTKIT_SCALE_DIRECT_IO"
+#: Chunks from this size up are written with O_DIRECT: smaller ones (markers, metadata) go the ordinary way.
+DIRECT_MIN_BYTES = 1 << 20
+_ALIGN = 4096  # O_DIRECT needs the buffer, the length and the file offset aligned to the device's block size
+_buffer = None
+_buffer_lock = threading.Lock()
+
+
+def _write_all(fd: int, data: memoryview, offset: int) -> None:
+    while len(data):
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _put_direct(path, value) -> None:
+    """Write a chunk to a temporary file with O_DIRECT, then rename it over ``path`` (atomic, as zarr's own put).
+
+    Why: on the benchmark machine a buffered write of a new 16 MiB file cost 40-60 ms of CPU in the page cache
+    (ext4 on a virtio disk), a third of an FC tile's compute; O_DIRECT sends the same bytes to the device in ~11 ms
+    of waiting and ~1 ms of CPU. The aligned head of the chunk goes through one reused page-aligned buffer; an
+    unaligned tail, or a file system without O_DIRECT, is written the ordinary way. The file's bytes are the same.
+    """
+    global _buffer
+    import fcntl
+
+    from zarr.storage._local import _put
+
+    view = memoryview(value.as_buffer_like()).cast("B")
+    head = len(view) - len(view) % _ALIGN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{uuid.uuid4().hex}.partial")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT, 0o644)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # this file system refuses O_DIRECT
+            raise
+        _put(path, value)
+        return
+    try:
+        try:
+            with _buffer_lock:
+                if _buffer is None or len(_buffer) < head:
+                    _buffer = mmap.mmap(-1, max(head, _ALIGN))  # anonymous maps are page-aligned
+                _buffer[:head] = view[:head]
+                _write_all(fd, memoryview(_buffer)[:head], 0)
+            done = head
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # e.g. a device block larger than 4 KiB: write it all the ordinary way
+                raise
+            done = 0
+        if done < len(view):
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+            _write_all(fd, view[done:], done)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _local_store(path: str):
+    """A zarr LocalStore whose large chunk writes use :func:`_put_direct`, or None when ``path`` is not local (an
+    fsspec URL: zarr's own store) or O_DIRECT is off or not on this platform."""
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+    from zarr.storage import LocalStore
+
+    if os.environ.get(DIRECT_IO, "1") == "0" or not hasattr(os, "O_DIRECT"):
+        return None
+    fs, root = fsspec.core.url_to_fs(path)
+    if not isinstance(fs, LocalFileSystem):
+        return None
+
+    class DirectLocalStore(LocalStore):
+        async def _set(self, key, value, exclusive: bool = False) -> None:
+            if exclusive or len(value) < DIRECT_MIN_BYTES:
+                return await super()._set(key, value, exclusive=exclusive)
+            if not self._is_open:
+                await self._open()
+            self._check_writable()
+            await asyncio.to_thread(_put_direct, self.root / key, value)
+
+    return DirectLocalStore(root)
+
+
 @functools.lru_cache(maxsize=16)
 def _array(layout: Layout, name: str):
     """The zarr array ``name`` of the store (opened once per process and layout)."""
-    return _zarr().open_array(layout.path, path=name, mode="r+")
+    store = _local_store(layout.path)
+    if store is None:
+        return _zarr().open_array(layout.path, path=name, mode="r+")
+    return _zarr().open_array(store=store, path=name, mode="r+")
 
 
 def done_mask(layout: Layout) -> np.ndarray:

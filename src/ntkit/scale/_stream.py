@@ -4,6 +4,11 @@ The matrix is either a zarr store written by :func:`ntkit.scale.kernel` (its das
 symmetric store is read once per pass: each stored tile (I, J), I < J, serves both K[I, J]·V[J] and
 K[I, J]ᵀ·V[I]), or any square dask array (then each pass is a dask computation). Products accumulate in float64
 whatever the store's dtype. Each thread holds one tile at a time.
+
+Products K·V run either on threads of the driver (default) or, given a dask client, on the workers: one task per
+row band I reads the stored tiles (I, J), J ≥ I, and returns K[I, :]-band contributions — K[I, J]·V[J] for its rows
+and, for a symmetric store, K[I, J]ᵀ·V[I] for the rows of J > I — which the driver sums. V is scattered to every
+worker once per product; the tiles never leave the workers. Columns and the diagonal stay in the driver.
 """
 
 from __future__ import annotations
@@ -18,10 +23,27 @@ from ntkit.scale._cluster import cpu_count
 from ntkit.scale.kernel import backing_store
 
 
-class StreamedMatrix:
-    """A square (N, N) kernel read tile by tile; never held whole."""
+def band_product(layout: _store.Layout, kind: str, i: int, v: np.ndarray) -> tuple[int, np.ndarray, np.ndarray | None]:
+    """The task of a worker-side product: row band I of K·V from the stored tiles (I, J). Returns (I, the band's
+    rows of K·V from these tiles, and for a symmetric store the (N − end of band I, O) contributions
+    K[I, J]ᵀ·V[I] to the rows after the band, else None)."""
+    rows = layout.row_slice(i)
+    own = np.zeros((rows.stop - rows.start, v.shape[1]))
+    after = np.zeros((layout.n2 - rows.stop, v.shape[1])) if layout.symmetric else None
+    for j in range(i if layout.symmetric else 0, layout.cols):
+        cols = layout.col_slice(j)
+        t = _store.read_tile(layout, kind, i, j).astype(np.float64, copy=False)
+        own += t @ v[cols]
+        if after is not None and j != i:
+            after[cols.start - rows.stop : cols.stop - rows.stop] += t.T @ v[rows]
+    return i, own, after
 
-    def __init__(self, array, threads: int | None = None):
+
+class StreamedMatrix:
+    """A square (N, N) kernel read tile by tile; never held whole. With ``client`` (a ``distributed.Client``),
+    products run on its workers (see the module docstring)."""
+
+    def __init__(self, array, threads: int | None = None, client=None):
         shape = getattr(array, "shape", None)
         if not hasattr(array, "dask") or shape is None or len(shape) != 2:
             raise TypeError(f"K must be a 2-D dask array such as scale.kernel(...).ntk; got {type(array).__name__}")
@@ -31,6 +53,7 @@ class StreamedMatrix:
         self.n = int(shape[0])
         self.backing = backing_store(array)
         self.threads = threads or cpu_count()
+        self.client = client
         if self.backing is not None:
             layout, kind = self.backing
             mask = _store.done_mask(layout)
@@ -56,6 +79,8 @@ class StreamedMatrix:
         if self.backing is None:
             return np.asarray((self.array @ v).compute(scheduler="threads", num_workers=self.threads), dtype=np.float64)
         layout = self.backing[0]
+        if self.client is not None:
+            return self._matmul_on_workers(v)
         out = np.zeros((self.n, v.shape[1]))
         lock = threading.Lock()
 
@@ -70,6 +95,27 @@ class StreamedMatrix:
                     out[cols] += b
 
         self._pass(work)
+        return out
+
+    def _matmul_on_workers(self, v: np.ndarray) -> np.ndarray:
+        from distributed import as_completed
+
+        layout, kind = self.backing
+        v = np.ascontiguousarray(v, dtype=np.float64)
+        shared = self.client.scatter(v, broadcast=True, hash=False)
+        out = np.zeros((self.n, v.shape[1]))
+        try:
+            futures = [
+                self.client.submit(band_product, layout, kind, i, shared, pure=False) for i in range(layout.rows)
+            ]
+            for future in as_completed(futures, loop=self.client.loop):
+                i, own, after = future.result()
+                rows = layout.row_slice(i)
+                out[rows] += own
+                if after is not None:
+                    out[rows.stop :] += after
+        finally:
+            self.client.cancel([shared])
         return out
 
     def columns(self, index: np.ndarray) -> np.ndarray:

@@ -5,11 +5,11 @@ For row tiles I and column tiles J of ``tile`` examples each, tile (I, J) is
     K[I, J] = arch.kernel(x1[I], x2[J])              (an ntkit Layer spec: infinite-width NNGP and NTK), or
     K[I, J] = ntkit.empirical_ntk(model, x1[I], x2[J])  (an nn.Module: its empirical NTK, output="mean"),
 
-computed by one task on a dask worker, which writes it to the store and marks it done. When x2 is None only the
-tiles I ≤ J are computed, and diagonal tiles are computed as ``kernel(x1[I])``, so they are exactly symmetric;
-the lower triangle is read as the transpose. A rerun finds the marked tiles and computes only the others, so a
-run killed at any point resumes and ends bit-identical to an uninterrupted one (each tile is a deterministic
-single-threaded computation, done once).
+computed on a dask worker (a task takes a few consecutive tiles), which writes it to the store and marks it done.
+When x2 is None only the tiles I ≤ J are computed, and diagonal tiles are computed as ``kernel(x1[I])``, so they
+are exactly symmetric; the lower triangle is read as the transpose. A rerun finds the marked tiles and computes
+only the others, so a run killed at any point resumes and ends bit-identical to an uninterrupted one (each tile is
+a deterministic single-threaded computation, done once).
 
 References
 ----------
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,21 +100,78 @@ class TileFunction:
         return {kind: t.detach().to(_DTYPES[self.dtype]).numpy() for kind, t in out.items()}
 
 
-def compute_tile(layout: _store.Layout, fn: TileFunction, a: torch.Tensor, b: torch.Tensor | None, i: int,
-                 j: int) -> tuple[int, int, float]:  # fmt: skip
-    """The task a worker runs: tile (i, j) unless it is already marked done; returns (i, j, seconds computing)."""
-    torch.set_num_threads(1)  # a worker process runs one tile per thread; the setting is scoped to the process
-    if _store.is_done(layout, i, j):
-        return i, j, 0.0
-    start = time.perf_counter()
-    blocks = fn(a, b)
-    seconds = time.perf_counter() - start
+def _commit(layout: _store.Layout, i: int, j: int, blocks: dict[str, np.ndarray]) -> None:
+    """Write tile (i, j) and then its marker (:func:`_store.write_tile`), and log it when TILE_LOG is set."""
     _store.write_tile(layout, i, j, blocks)
     log = os.environ.get(TILE_LOG)
     if log:
         with open(log, "a") as fh:
             fh.write(f"{i} {j}\n")
-    return i, j, seconds
+
+
+class _Writer:
+    """One background thread that commits tiles while the caller computes the next one; at most one is pending.
+
+    ``put`` first waits for the previous tile's commit (and raises its error), so a worker holds at most the tile
+    it computes and the one being written. ``close`` waits for the last commit.
+    """
+
+    def __init__(self):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ntkit-tile-writer")
+        self._pending = None
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def put(self, layout: _store.Layout, i: int, j: int, blocks: dict[str, np.ndarray]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(_commit, layout, i, j, blocks)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def compute_tiles(layout: _store.Layout, fn: TileFunction, inputs: dict[tuple[str, int], torch.Tensor],
+                  tiles: list[tuple[int, int]]) -> list[tuple[int, int, float]]:  # fmt: skip
+    """The task a worker runs: the tiles (i, j) of ``tiles`` not yet marked done, one after the other.
+
+    ``inputs`` maps ("x1", i) and ("x2", j) to the input blocks (each sent once per task). Tile k+1 is computed
+    while a writer thread commits tile k (its chunks, then its marker); the task returns only after its last
+    commit, so every tile of a finished task is in the store. Returns (i, j, seconds computing) per tile, 0 for
+    a tile found done.
+    """
+    torch.set_num_threads(1)  # a worker process runs one tile per thread; the setting is scoped to the process
+    out = []
+    writer = _Writer()
+    try:
+        for i, j in tiles:
+            if _store.is_done(layout, i, j):
+                out.append((i, j, 0.0))
+                continue
+            a = inputs["x1", i]
+            b = None if layout.symmetric and i == j else inputs["x1" if layout.symmetric else "x2", j]
+            start = time.perf_counter()
+            blocks = fn(a, b)
+            out.append((i, j, time.perf_counter() - start))
+            writer.put(layout, i, j, blocks)
+            del blocks
+    finally:
+        writer.close()
+    return out
+
+
+def task_groups(todo: list[tuple[int, int]], workers: int, most: int = 8) -> list[list[tuple[int, int]]]:
+    """Cut the tiles to compute into consecutive groups, one task each: at least 4 tasks per worker thread (so
+    the last ones balance), at most ``most`` tiles per task."""
+    size = max(1, min(most, len(todo) // (4 * max(1, workers))))
+    return [todo[k : k + size] for k in range(0, len(todo), size)]
 
 
 class TiledKernel:
@@ -240,7 +298,8 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     """Compute the kernel of ``arch`` between x1 and x2 tile by tile into the zarr store at ``path``, resuming.
 
     Tile (I, J) is ``arch.kernel(x1[I], x2[J])`` for an ntkit spec and ``empirical_ntk(arch, x1[I], x2[J])`` for
-    an nn.Module (see the module docstring); each is one dask task whose worker writes it and then its marker.
+    an nn.Module (see the module docstring). A dask task computes a few consecutive tiles; its worker writes each
+    (chunks, then marker) on a writer thread while computing the next, and the task ends after its last write.
 
     Parameters
     ----------
@@ -253,7 +312,8 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     get:
         "nngp", "ntk" or both (default both for a spec, "ntk" for a module).
     tile:
-        Examples per tile side. A worker holds about three (tile, tile) blocks per kind while computing one.
+        Examples per tile side. A worker holds about three (tile, tile) blocks per kind while computing one, plus
+        the previous tile while it is written.
     dtype:
         dtype of the store; a spec's tiles are computed in it, a module's in its parameters' dtype.
     client:
@@ -317,18 +377,24 @@ def kernel(arch: Layer | nn.Module, x1: torch.Tensor, x2: torch.Tensor | None = 
     return result
 
 
+def task_args(layout: _store.Layout, fn: TileFunction, x1: torch.Tensor, x2: torch.Tensor | None,
+              groups: list[list[tuple[int, int]]]) -> Iterator[tuple]:  # fmt: skip
+    """The arguments of :func:`compute_tiles` for each group, made lazily: each input block once per task, cloned
+    (a pickled slice of a tensor carries its whole storage, i.e. all of x1, not just the block)."""
+    for group in groups:
+        inputs = {}
+        for i, j in group:
+            inputs["x1", i] = x1[layout.row_slice(i)]
+            if layout.symmetric:
+                inputs["x1", j] = x1[layout.col_slice(j)]
+            else:
+                inputs["x2", j] = x2[layout.col_slice(j)]
+        yield layout, fn, {key: block.clone() for key, block in inputs.items()}, group
+
+
 def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, connect_timeout) -> float:
     """Run the tile tasks; returns the seconds the workers spent inside the tile function (summed)."""
     from tqdm.auto import tqdm
-
-    def tasks():
-        for i, j in todo:
-            a = x1[layout.row_slice(i)]
-            if layout.symmetric and i == j:
-                b = None
-            else:
-                b = (x1 if layout.symmetric else x2)[layout.col_slice(j)]
-            yield layout, fn, a, b, i, j
 
     with client_for(client, n_workers, connect_timeout) as c:
         threads = sum(c.nthreads().values()) or 1
@@ -336,9 +402,12 @@ def _compute(layout, fn, x1, x2, todo, total, client, n_workers, progress, conne
                    dynamic_ncols=True)  # fmt: skip
         seconds = 0.0
         try:
-            for _, _, spent in run_bounded(c, compute_tile, tasks(), window=max(4, 2 * threads)):
-                seconds += spent
-                bar.update(1)
+            groups = task_groups(todo, threads)
+            for done in run_bounded(
+                c, compute_tiles, task_args(layout, fn, x1, x2, groups), window=max(4, 2 * threads)
+            ):
+                seconds += sum(spent for _, _, spent in done)
+                bar.update(len(done))
         finally:
             bar.close()
     return seconds

@@ -72,12 +72,15 @@ def predict(arch: Layer | nn.Module, x_test: torch.Tensor, x_train: torch.Tensor
     a = a.astype(np.float64)
     fn = TileFunction(arch, kinds, _dtype_name(dtype))
     m, n = x_test.shape[0], x_train.shape[0]
-    tasks = [(fn, kinds[0], x_test[i : i + tile], x_train[j : j + tile], a[j : j + tile], i)
-             for i in range(0, m, tile) for j in range(0, n, tile)]  # fmt: skip
+    # a generator of clones: a pickled slice of a tensor carries its whole storage, and the driver holds only the
+    # window's blocks
+    tasks = ((fn, kinds[0], x_test[i : i + tile].clone(), x_train[j : j + tile].clone(), a[j : j + tile].copy(), i)
+             for i in range(0, m, tile) for j in range(0, n, tile))  # fmt: skip
+    count = -(-m // tile) * -(-n // tile)
     out = np.zeros((m, a.shape[1]))
     with client_for(client, n_workers, connect_timeout) as c:
         threads = sum(c.nthreads().values()) or 1
-        with tqdm(total=len(tasks), unit="tile", desc="predict tiles", disable=not progress) as bar:
+        with tqdm(total=count, unit="tile", desc="predict tiles", disable=not progress) as bar:
             for i, part in run_bounded(c, _tile_product, tasks, window=max(4, 2 * threads)):
                 out[i : i + part.shape[0]] += part
                 bar.update(1)

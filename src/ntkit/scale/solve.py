@@ -111,7 +111,7 @@ class NystromPreconditioner:
 
 def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: str | None = "nystrom",
           rank: int = 1000, landmarks: str = "random", tol: float = 1e-6, max_iter: int = 500,
-          diag_reg_absolute_scale: bool = False, seed: int = 0, threads: int | None = None,
+          diag_reg_absolute_scale: bool = False, seed: int = 0, threads: int | None = None, client=None,
           progress: bool = True) -> SolveResult:  # fmt: skip
     r"""Solve (K + λI) α = y by (preconditioned) conjugate gradients, streaming K's tiles.
 
@@ -141,7 +141,13 @@ def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: st
     seed:
         Seed of the landmark draws.
     threads:
-        Threads reading tiles (default: one per core).
+        Threads of the driver reading tiles (default: one per core) for the products when ``client`` is None, and
+        for the preconditioner's passes and the diagonal always.
+    client:
+        None (the products run on the driver's threads), a scheduler address or a ``distributed.Client``: the CG
+        products run on its workers, one task per row band of tiles returning a partial product, with the vector
+        scattered once per product (for a store on disks the workers reach: a cluster's shared file system or
+        object store). Only stores written by :func:`ntkit.scale.kernel`; a plain dask array ignores it.
     progress:
         Show a progress bar over iterations with the residual.
 
@@ -173,7 +179,18 @@ def solve(K, y, diag_reg: float = 0.0, *, method: str = "cg", preconditioner: st
     diag_reg = real_number("diag_reg", diag_reg, nonnegative=True)
     tol = real_number("tol", tol, positive=True)
     positive_int("max_iter", max_iter)
-    k = StreamedMatrix(K, threads)
+    if client is None:
+        return _solve(StreamedMatrix(K, threads), y, diag_reg, preconditioner, rank, landmarks, tol, max_iter,
+                      diag_reg_absolute_scale, seed, progress)  # fmt: skip
+    from ntkit.scale._cluster import client_for
+
+    with client_for(client) as c:
+        return _solve(StreamedMatrix(K, threads, c), y, diag_reg, preconditioner, rank, landmarks, tol, max_iter,
+                      diag_reg_absolute_scale, seed, progress)  # fmt: skip
+
+
+def _solve(k: StreamedMatrix, y, diag_reg, preconditioner, rank, landmarks, tol, max_iter, diag_reg_absolute_scale,
+           seed, progress) -> SolveResult:  # fmt: skip
     y, vector = _targets(y, k.n)
     if preconditioner is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= k.n):
         raise ValueError(f"rank must be an int in [1, N = {k.n}]; got {rank!r}")
