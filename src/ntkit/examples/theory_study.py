@@ -43,17 +43,36 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 def _krr_errors(k_train: torch.Tensor, k_test: torch.Tensor, y: torch.Tensor, y_test: torch.Tensor,
                 ns: Sequence[int], ridges: Sequence[float]) -> dict:  # fmt: skip
-    """{(ridge, n): test MSE} of kernel ridge regression on the first n points, for every n and ridge."""
+    """{(ridge, n): test MSE} of kernel ridge regression on the first n points, for every n and ridge.
+
+    α = (K + δI)⁻¹y by Cholesky (n³/3 flops: a 5,000-point system in about 2 s on one core); where K + δI is not
+    numerically positive definite (δ = 0 and a rank-deficient K) by least squares instead."""
     out = {}
     for n in ns:
         k, kt, yn = k_train[:n, :n], k_test[:, :n], y[:n]
         for ridge in ridges:
             reg = k + ridge * torch.eye(n, dtype=k.dtype)
-            alpha = (
-                torch.linalg.lstsq(reg, yn.unsqueeze(1)).solution[:, 0] if ridge == 0 else torch.linalg.solve(reg, yn)
-            )
+            factor, info = torch.linalg.cholesky_ex(reg)
+            if int(info) == 0:
+                alpha = torch.cholesky_solve(yn.unsqueeze(1), factor)[:, 0]
+            else:
+                alpha = torch.linalg.lstsq(reg, yn.unsqueeze(1)).solution[:, 0]
             out[(ridge, n)] = float(((kt @ alpha - y_test) ** 2).mean())
     return out
+
+
+def default_max_degree(dim: int, n_max: int, degrees: Sequence[int] = (), modes_per_sample: int = 10) -> int:
+    """The smallest degree L ≥ max(20, max(degrees) + 1) whose harmonics up to L number at least
+    ``modes_per_sample``·n_max (so the modes left to ``tail_trace`` all have λ ≪ κ at every n ≤ n_max: on S² with
+    n = 1,000 the prediction moves by 2 % from L = 40 to L = 200, and by < 0.1 % beyond)."""
+    from ntkit.data.sphere import harmonic_multiplicity
+
+    ell, count = 0, 1
+    low = max(20, max(degrees, default=0) + 1)
+    while ell < low or count < modes_per_sample * n_max:
+        ell += 1
+        count += harmonic_multiplicity(dim, ell)
+    return ell
 
 
 def sphere_learning_curves(
@@ -74,10 +93,11 @@ def sphere_learning_curves(
     """Predicted against measured test MSE (noisy test labels: + ε²) of NTK regression on the sphere.
 
     Returns one row per (ridge, n): predicted MSE, measured mean and standard error over ``draws``, relative error,
-    and the noise floor ε² (the MSE of the perfect predictor)."""
+    and the noise floor ε² (the MSE of the perfect predictor). ``max_degree`` (default
+    :func:`default_max_degree`) is the last degree of the spectrum given explicitly; the rest is its tail."""
     arch = mlp_spec(1024, 1, depth, activation, 1.0, 0.1)
     ns = sorted(int(n) for n in ns)
-    max_degree = max_degree or max(max(degrees) + 1, 40 if dim <= 4 else 20)
+    max_degree = max_degree or default_max_degree(dim, ns[-1], degrees)
     spec = sphere_spectrum(arch, dim, max_degree)
     coeffs = np.zeros(max_degree + 1)
     coeffs[list(degrees)] = np.sqrt(powers)
