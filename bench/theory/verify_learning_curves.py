@@ -4,6 +4,7 @@ scaling exponent, and trained networks against the kernel curve.
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/theory/verify_learning_curves.py real    --out results/theory
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/theory/verify_learning_curves.py scaling --out results/theory
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/theory/verify_learning_curves.py trained --out results/theory
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/theory/verify_learning_curves.py gap     --out results/theory
 
 Each writes a CSV and a PNG into --out and prints its table.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import math
 from pathlib import Path
 
@@ -110,25 +112,35 @@ class Centered(torch.nn.Module):
         return self.model(x) - self.frozen(x)
 
 
-def trained(out: Path, steps: int = 2000) -> None:
+def trained(out: Path, steps: int = 2000, draws: int = 4) -> None:
     """Centered width-1024 NTK, width-64 NTK and width-1024 μP networks on the sphere task (d = 5, degrees 1, 2, 3)
     at n = 30, 100, 300, trained by full-batch GD at half the infinite NTK's largest stable rate for ``steps``
     steps, against the analytic NTK's gradient descent at the same step (ntkit.predict) and at t = ∞ (the
-    learning curve)."""
+    learning curve).
+
+    Draw ``draw`` at size n uses its own seed (training set: 1000·n + draw; weights: draw), and each finished
+    (draw, n) is appended to trained.csv at once: a rerun skips the rows already there, so an interrupted run keeps
+    its draws and a longer one (more ``draws``) adds to them. Draws are the outer loop: a partial run holds whole
+    draws over all three n."""
     dim, degrees, powers = 5, [1, 2, 3], [1.0, 0.5, 0.25]
     arch = mlp_spec(1024, 1, 1, "relu", 1.0, 0.1)
     spec = sphere_spectrum(arch, dim, 20)
     coeffs = np.zeros(21)
     coeffs[degrees] = np.sqrt(powers)
     f = harmonic_target(dim, degrees, powers, seed=0)
-    g = torch.Generator().manual_seed(2)
-    x_test = sphere_points(500, dim, g)
+    x_test = sphere_points(500, dim, torch.Generator().manual_seed(2))
     y_test = f(x_test).unsqueeze(1)
-    rows = []
-    for n in (30, 100, 300):
-        theory = learning_curve(spec.eigenvalues, coeffs, n, multiplicities=spec.multiplicities, tail_trace=spec.tail)
-        for draw in range(2):
-            x = sphere_points(n, dim, g)
+    path = out / "trained.csv"
+    rows = list(csv.DictReader(open(path))) if path.exists() else []
+    done = {(int(r["n"]), int(r["draw"])) for r in rows}
+    fields = ["n", "draw", "theory_inf", "kernel_gd", "ntk_1024", "ntk_64", "mup_1024"]
+    for draw in range(draws):
+        for n in (30, 100, 300):
+            if (n, draw) in done:
+                continue
+            theory = learning_curve(spec.eigenvalues, coeffs, n, multiplicities=spec.multiplicities,
+                                    tail_trace=spec.tail)  # fmt: skip
+            x = sphere_points(n, dim, torch.Generator().manual_seed(1000 * n + draw))
             y = f(x).unsqueeze(1)
             k, kt = arch.kernel(x).ntk, arch.kernel(x_test, x).ntk
             lr = 0.5 * max_learning_rate(k)
@@ -147,9 +159,28 @@ def trained(out: Path, steps: int = 2000) -> None:
                     opt.step()
                 with torch.no_grad():
                     row[name] = float(((net(x_test) - y_test) ** 2).mean())
+            new_file = not path.exists()
+            with open(path, "a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=fields)
+                if new_file:
+                    writer.writeheader()
+                writer.writerow(row)
             rows.append(row)
             print(row, flush=True)
-    write_csv(rows, out / "trained.csv")
+    summarize_trained(path)
+
+
+def summarize_trained(path: Path) -> None:
+    """Mean ± standard error over the draws in trained.csv, per n and model."""
+    rows = list(csv.DictReader(open(path)))
+    for n in sorted({int(r["n"]) for r in rows}):
+        sel = [r for r in rows if int(r["n"]) == n]
+        cells = []
+        for key in ("theory_inf", "kernel_gd", "ntk_1024", "ntk_64", "mup_1024"):
+            v = np.array([float(r[key]) for r in sel])
+            se = v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+            cells.append(f"{key} {v.mean():.4g} ± {se:.2g}")
+        print(f"n = {n} ({len(sel)} draws): " + "; ".join(cells))
 
 
 def widths(out: Path, steps: int = 2000, n: int = 300) -> None:
@@ -269,7 +300,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("study", choices=("real", "scaling", "trained", "widths", "gap"))
     parser.add_argument("--out", default="results/theory")
+    parser.add_argument("--draws", type=int, default=4, help="trained: draws per n (resumes from trained.csv)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    {"real": real, "scaling": scaling, "trained": trained, "widths": widths, "gap": gap}[args.study](out)
+    if args.study == "trained":
+        trained(out, draws=args.draws)
+    else:
+        {"real": real, "scaling": scaling, "widths": widths, "gap": gap}[args.study](out)
