@@ -248,7 +248,8 @@ def phase_training(activation: str = "tanh", w2_grid: Sequence[float] = (0.5, 1.
 
 
 def plot_phase(rows: list[dict], path: Path, b2_grid: Sequence[float] = tuple(np.linspace(0.01, 0.3, 12))) -> Path:
-    """Left: relative training loss over (σ_w², depth) with the 6ξ curve. Right: χ₁ over (σ_w², σ_b²) with the
+    """Left: relative training loss over (σ_w², depth) with the 6ξ curve and the order/chaos boundary χ₁ = 1 at this
+    σ_b². Right: χ₁ over (σ_w², σ_b²) with the
     order/chaos boundary χ₁ = 1 (and the q* = ∞ region for ReLU)."""
     plt = pyplot()
     activation, b2 = rows[0]["activation"], rows[0]["b2"]
@@ -263,6 +264,11 @@ def plot_phase(rows: list[dict], path: Path, b2_grid: Sequence[float] = tuple(np
                          cmap="viridis_r", vmin=0, vmax=1.2)  # fmt: skip
     fig.colorbar(mesh, ax=ax, label="train loss / best constant's")
     ax.plot(fine, 6 * pd_line.xi[:, 0], "w--", label="6ξ")
+    chi_line = np.log(pd_line.chi1[:, 0])
+    cross = np.flatnonzero(np.isfinite(chi_line[:-1]) & (np.sign(chi_line[:-1]) != np.sign(chi_line[1:])))
+    for i in cross[:1]:  # the order/chaos boundary at this σ_b², interpolated between grid points
+        w_c = fine[i] - chi_line[i] * (fine[i + 1] - fine[i]) / (chi_line[i + 1] - chi_line[i])
+        ax.axvline(w_c, color="r", ls=":", label="χ₁ = 1")
     ax.set(xlabel="σ_w²", ylabel="depth", yscale="log", ylim=(min(depths) * 0.8, max(depths) * 1.25),
            title=f"{activation}, σ_b² = {b2:g}: trained {rows[0]['steps']} steps")  # fmt: skip
     ax.legend(loc="upper right", fontsize=8)
