@@ -230,7 +230,8 @@ def _theory_learning_curve(args: argparse.Namespace) -> int:
     from ntkit.examples import theory_study as ts
 
     config = {
-        k: getattr(args, k) for k in ("dim", "degrees", "powers", "noise", "ridges", "ns", "draws", "depth", "seed")
+        k: getattr(args, k)
+        for k in ("dim", "degrees", "powers", "noise", "ridges", "ns", "draws", "depth", "max_degree", "seed")
     }
     folder = _start_folder("theory-learning-curve", args, config, lambda: None)
     if folder is None:
@@ -240,7 +241,8 @@ def _theory_learning_curve(args: argparse.Namespace) -> int:
           f"{args.draws} draws")  # fmt: skip
     rows = ts.sphere_learning_curves(dim=args.dim, degrees=args.degrees, powers=args.powers, noise=args.noise,
                                      ridges=args.ridges, ns=args.ns, draws=args.draws, depth=args.depth,
-                                     seed=args.seed, progress=not args.no_progress)  # fmt: skip
+                                     max_degree=args.max_degree, seed=args.seed,
+                                     progress=not args.no_progress)  # fmt: skip
     print(f"{'ridge':>8} {'n':>6} {'predicted':>11} {'measured':>11} {'± s.e.':>9} {'rel. err':>9}")
     for r in rows:
         print(f"{r['ridge']:>8g} {r['n']:>6} {r['predicted']:>11.4g} {r['measured']:>11.4g} {r['stderr']:>9.2g} "
@@ -300,6 +302,9 @@ def _add_theory(sub) -> None:
     lc.add_argument("--ns", type=_positive_ints("--ns"), default=(10, 30, 100, 300, 1000), help="training-set sizes")
     lc.add_argument("--draws", type=_positive("--draws"), default=20, help="training sets per n")
     lc.add_argument("--depth", type=_positive("--depth"), default=1, help="hidden layers of the ReLU MLP")
+    lc.add_argument("--max-degree", type=_positive("--max-degree"), default=None,
+                    help="last harmonic degree of the predicted spectrum; the rest enters as its trace "
+                    "(default: enough degrees for 10 modes per sample)")  # fmt: skip
     _run_options(lc)
     lc.set_defaults(run=_theory_learning_curve)
     ph = tsub.add_parser("phase", help="deep MLPs trained over (σ_w², depth) against 6ξ; plot + CSV")
