@@ -278,3 +278,21 @@ def test_tensors_carrying_derivatives_take_the_torch_path():
     h = 1e-6  # central difference: error O(h²) ~ 1e-12 relative, rounding ~ ε/h ~ 1e-10
     numeric = (ntk_of(w + h) - ntk_of(w - h)) / (2 * h)
     torch.testing.assert_close(tangent, numeric, rtol=1e-7, atol=1e-7 * float(numeric.abs().max()))
+
+
+@pytest.mark.parametrize("with_ntk", [True, False])
+def test_dense_affine_matches_the_torch_formula(with_ntk):
+    """K' = w2·K + b2, Θ' = K' + w2·Θ: the same products and sums as the torch path, which may fuse the last
+    multiply-add (torch.add with alpha), so entries agree to 2ε of the terms' magnitudes."""
+    gen = torch.Generator().manual_seed(4)
+    k = torch.randn(5, 7, generator=gen, dtype=torch.float64)
+    theta = torch.randn(5, 7, generator=gen, dtype=torch.float64) if with_ntk else None
+    got_k, got_theta = _fused.dense_affine(k, theta, 1.7, 0.3)
+    ref_k = 1.7 * k + 0.3
+    assert float(((got_k - ref_k).abs() - 2 * EPS64 * (1.7 * k.abs() + 0.3)).max()) <= 0
+    if with_ntk:
+        ref_theta = ref_k + 1.7 * theta
+        bound = 4 * EPS64 * (1.7 * k.abs() + 0.3 + 1.7 * theta.abs())
+        assert float(((got_theta - ref_theta).abs() - bound).max()) <= 0
+    else:
+        assert got_theta is None

@@ -275,6 +275,15 @@ if NUMBA_AVAILABLE:
                         _affine(acc, out_t[m, h, g], w2, b2, kind)
 
     @_jit
+    def _dense_affine(t, u, out_t, out_u, w2, b2, with_u):  # pragma: no cover - compiled
+        """out_t = w2·t + b2 and out_u = out_t + w2·u on flat arrays: a dense layer's map of both kinds, one pass."""
+        for j in range(t.shape[0]):
+            k = w2 * t[j] + b2
+            out_t[j] = k
+            if with_u:
+                out_u[j] = k + w2 * u[j]
+
+    @_jit
     def _window_sum_1d(t, index, runs, out):  # pragma: no cover - compiled
         out[:] = 0.0
         n, length, _ = out.shape
@@ -388,6 +397,21 @@ def relu_pairs(v_left: torch.Tensor, cov: torch.Tensor, v_right: torch.Tensor, n
     _relu_rows(x.numpy(), left.numpy(), right.numpy(), same_example, tangent.numpy(), k1.numpy(),
                out.numpy(), *_snaps(x.dtype))  # fmt: skip
     return k1.reshape(cov.shape), out.reshape(cov.shape)
+
+
+def dense_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, w2: float, b2: float):
+    """K' = w2·K + b2 and Θ' = K' + w2·Θ of an NTK-parameterized dense layer (Jacot et al. 2018) in one pass over
+    both kinds (the torch path takes three); None where it does not apply. ``ntk`` may be None."""
+    if not enabled(nngp, "conv_affine"):
+        return None
+    if ntk is not None and (not enabled(ntk, "conv_affine") or ntk.dtype != nngp.dtype or ntk.shape != nngp.shape):
+        return None
+    t = nngp.contiguous().view(-1)
+    u = t if ntk is None else ntk.contiguous().view(-1)
+    out_t = torch.empty_like(t)
+    out_u = out_t if ntk is None else torch.empty_like(u)
+    _dense_affine(t.numpy(), u.numpy(), out_t.numpy(), out_u.numpy(), float(w2), float(b2), ntk is not None)
+    return out_t.view(nngp.shape), None if ntk is None else out_u.view(nngp.shape)
 
 
 def conv_affine(nngp: torch.Tensor, ntk: torch.Tensor | None, kernel_size: tuple[int, ...], padding: str,

@@ -300,6 +300,14 @@ class Linear(_Affine):
         return (self.out_features,)
 
     def transform(self, k):
+        if self.parameterization == "ntk" and not isinstance(self.W_std, torch.Tensor):
+            w2, b2 = self.W_std**2, (self.b_std or 0.0) ** 2
+            fused = _fused.dense_affine(k.nngp, k.ntk, w2, b2)  # both kinds in one pass
+            if fused is not None:
+                var1, var2 = (cached_self_map(self, v, lambda t: (w2 * t + b2,)) for v in (k.var1, k.var2))
+                return Kernel(
+                    *fused, var1[0], None if var2 is None else var2[0], (self.out_features,), is_gaussian=True
+                )
         return self._affine_kernel(k, lambda t: t, k.shape[0], (self.out_features,))
 
     def make_module(self, in_shape, generator):
