@@ -10,7 +10,7 @@ structured empirical NTK (h·h', δ·δ') and in Jacobian contraction. On the CP
 
 MKL picks a slower code path on non-Intel processors, so which backend is fastest depends on the machine, not on
 the code: the first float32/float64 CPU product of at least ``CALIBRATE_ABOVE`` multiply-adds (smaller ones
-keep torch's default) times every available backend on two representative shapes (about 0.2-1 s, once per
+keep torch's default) times every available backend on two representative shapes (about 1-2 s, once per
 process, dtype and thread count) and keeps the fastest, if it beats torch's default by more than ``MARGIN`` (a
 backend with its own thread pool, OpenBLAS, by more than ``FOREIGN_POOL_MARGIN``: :func:`choose_backend`); a
 backend whose result disagrees with torch's beyond rounding is never chosen.
@@ -43,8 +43,11 @@ MARGIN = 0.05
 FOREIGN_POOL = frozenset({"openblas"})
 FOREIGN_POOL_MARGIN = 0.3
 #: (M, K, N) of the calibration products: a square Gram product and a long inner dimension (δ·δ' of a layer).
-CALIBRATION_SHAPES = ((768, 768, 768), (256, 3072, 256))
-CALIBRATION_REPEATS = 7
+#: Large enough to be in each library's large-matrix regime: at 768³ MKL's slow AMD path was as fast as oneDNN
+#: (88 against 95 GFLOP/s on the EPYC) and the calibration kept torch's default, which at the workload's sizes
+#: (1024² × 10240) runs at half oneDNN's rate (63 against 104 GFLOP/s at 1024³).
+CALIBRATION_SHAPES = ((1024, 1024, 1024), (512, 2048, 512))
+CALIBRATION_REPEATS = 3
 #: Products of fewer multiply-adds (M·K·N) take torch's default without calibrating (unless a backend is forced):
 #: at ~100 GFLOP/s a 2^24-MAC product takes ~0.3 ms, too little for the choice to repay a calibration.
 CALIBRATE_ABOVE = 1 << 24
