@@ -135,12 +135,10 @@ def test_small_products_do_not_calibrate():
     assert set(_gemm._chosen) == {(torch.float64, torch.get_num_threads())}
 
 
-def test_the_choice_needs_a_margin_and_a_bigger_one_for_a_foreign_thread_pool():
+def test_the_choice_needs_a_margin_and_never_takes_a_foreign_thread_pool():
     choose = _gemm.choose_backend
     assert choose({"torch": 1.0, "onednn": 0.97}) == "torch"  # within MARGIN: keep the default
     assert choose({"torch": 1.0, "onednn": 0.6}) == "onednn"
-    # OpenBLAS spins its own threads: a few percent faster in isolation is not enough
-    assert choose({"torch": 1.0, "onednn": 0.55, "openblas": 0.5}) == "onednn"
-    assert choose({"torch": 1.0, "openblas": 0.75}) == "torch"
-    assert choose({"torch": 1.0, "openblas": 0.6}) == "openblas"
-    assert choose({"torch": 1.0, "onednn": 0.6, "openblas": 0.3}) == "openblas"
+    # OpenBLAS spins its own threads, which fight torch's: however fast it times alone, it is not chosen
+    assert choose({"torch": 1.0, "onednn": 0.55, "openblas": 0.3}) == "onednn"
+    assert choose({"torch": 1.0, "openblas": 0.3}) == "torch"

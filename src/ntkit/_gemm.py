@@ -12,8 +12,8 @@ MKL picks a slower code path on non-Intel processors, so which backend is fastes
 the code: the first float32/float64 CPU product of at least ``CALIBRATE_ABOVE`` multiply-adds (smaller ones
 keep torch's default) times every available backend on two representative shapes (about 1-2 s, once per
 process, dtype and thread count) and keeps the fastest, if it beats torch's default by more than ``MARGIN`` (a
-backend with its own thread pool, OpenBLAS, by more than ``FOREIGN_POOL_MARGIN``: :func:`choose_backend`); a
-backend whose result disagrees with torch's beyond rounding is never chosen.
+backend with its own thread pool, OpenBLAS, only when forced: :func:`choose_backend`); a backend whose result
+disagrees with torch's beyond rounding is never chosen.
 The choice can be forced with the environment variable ``NTKIT_GEMM`` (``auto``, ``torch``, ``onednn``,
 ``openblas``) or :func:`set_gemm_backend`.
 
@@ -38,10 +38,9 @@ ENV_VAR = "NTKIT_GEMM"
 MARGIN = 0.05
 #: Backends with a thread pool of their own (numpy's OpenBLAS): after each product their threads spin for a while
 #: and compete with torch's OpenMP threads for the same cores, which a GEMM-only calibration cannot see. On the AMD
-#: EPYC (2 cores) the structured empirical NTK ran 1.5–2.7× slower in the processes that had picked OpenBLAS by a
-#: few percent over oneDNN. Such a backend must beat the best of torch's own by more than FOREIGN_POOL_MARGIN.
+#: EPYC (2 cores) the structured empirical NTK ran 1.5–3.8× slower in the processes whose calibration had picked
+#: OpenBLAS, so they are never chosen automatically, only when forced (NTKIT_GEMM=openblas).
 FOREIGN_POOL = frozenset({"openblas"})
-FOREIGN_POOL_MARGIN = 0.3
 #: (M, K, N) of the calibration products: a square Gram product and a long inner dimension (δ·δ' of a layer).
 #: Large enough to be in each library's large-matrix regime: at 768³ MKL's slow AMD path was as fast as oneDNN
 #: (88 against 95 GFLOP/s on the EPYC) and the calibration kept torch's default, which at the workload's sizes
@@ -225,16 +224,10 @@ def _calibrate(dtype: torch.dtype) -> str:
 
 def choose_backend(seconds: dict[str, float]) -> str:
     """The backend to use given each one's calibrated time (``"torch"`` must be among them): the fastest of torch's
-    own thread pool if it beats torch's default by more than :data:`MARGIN`, replaced by a :data:`FOREIGN_POOL`
-    backend only if that one beats it by more than :data:`FOREIGN_POOL_MARGIN`."""
+    own thread pool if it beats torch's default by more than :data:`MARGIN`; a :data:`FOREIGN_POOL` backend never."""
     native = {name: t for name, t in seconds.items() if name not in FOREIGN_POOL}
     best = min(native, key=native.get)
-    if not native[best] < (1 - MARGIN) * seconds["torch"]:
-        best = "torch"
-    for name in sorted(FOREIGN_POOL & seconds.keys()):
-        if seconds[name] < (1 - FOREIGN_POOL_MARGIN) * seconds[best]:
-            best = name
-    return best
+    return best if native[best] < (1 - MARGIN) * seconds["torch"] else "torch"
 
 
 def gemm_rates(dtype: torch.dtype) -> dict[str, float]:
