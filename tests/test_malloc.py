@@ -43,10 +43,12 @@ def _faults(env_value: str | None) -> tuple[bool, int]:
 
 
 def test_freed_buffers_are_reused_with_the_settings_and_faulted_without():
-    applied, faults = _faults(None)
-    assert applied and faults < 3 * PAGES  # the first cycle faults its pages in, the others reuse them
-    applied, faults = _faults("0")
-    assert not applied and faults > 10 * PAGES  # every cycle a fresh mmap
+    applied, kept = _faults(None)
+    assert applied and kept < 3 * PAGES  # the first cycle faults its pages in, the others reuse them
+    applied, fresh = _faults("0")
+    # every cycle a fresh mmap: 20 times the pages (or, with transparent huge pages, 20 times fewer huge ones),
+    # so the count is many times the reused one whatever the page size
+    assert not applied and fresh > 5 * max(kept, 1)
 
 
 def test_release_free_memory_gives_freed_heap_back():
@@ -56,11 +58,14 @@ from ntkit import _malloc
 _malloc.keep_block_buffers()
 def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1])
-held = [torch.ones(1 << 20, dtype=torch.float64) for _ in range(64)]  # 512 MiB in 8 MiB tensors, in the heap
-del held
+held = [torch.ones(1 << 20, dtype=torch.float64) for _ in range(32)]  # 256 MiB in 8 MiB tensors, in the heap
+del held  # 256 MiB free at the heap top: below TRIM_THRESHOLD, so glibc keeps it until asked
 before = rss()
 _malloc.release_free_memory()
 print(before - rss())
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert int(out.stdout) > 256 * 1024  # KiB: most of the 512 MiB freed goes back
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "NTKIT_MALLOPT"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    assert int(out.stdout) > 128 * 1024  # KiB: most of the 256 MiB freed goes back

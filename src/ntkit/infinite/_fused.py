@@ -15,6 +15,7 @@ over the block per kind, every intermediate in registers:
   convolution, S the window sum Σ_o K[p + o, p' + o] over the filter offsets (Novak et al., *Bayesian Deep
   Convolutional Networks with Many Channels are Gaussian Processes*, ICLR 2019), separable and plane by plane
   in L1, an offset along (w, v) a masked constant shift of the flattened plane (or contiguous runs, circular);
+  :func:`dense_affine` the same map for a dense layer (S the identity), under the same switch "conv_affine";
 * :func:`window_sum`: S alone for any padding, zero ("same", "valid") or circular (by contiguous runs).
 
 The kernels are compiled without the GIL (``nogil``), so the blocks that ``ntkit.infinite.blocked`` runs on
