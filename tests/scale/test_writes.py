@@ -175,3 +175,17 @@ def test_a_task_carries_its_blocks_not_the_whole_input():
         assert torch.equal(block, x[256 * j : 256 * (j + 1)])
     block_bytes = 3 * 256 * 16 * 4
     assert len(pickle.dumps(inputs)) < block_bytes + 4096  # x itself is 256 KiB; a slice would pickle all of it
+
+
+def test_without_zarrs_private_pieces_the_store_is_zarrs_own(monkeypatch, tmp_path):
+    """A zarr release without the private LocalStore pieces that the O_DIRECT store relies on gets zarr's own
+    store (same bytes, ordinary writes), never a failing write."""
+    import os
+
+    from ntkit.scale import _store
+
+    monkeypatch.delenv(_store.DIRECT_IO, raising=False)
+    if hasattr(os, "O_DIRECT") and _store._zarr_internals_present():
+        assert _store._local_store(str(tmp_path / "K.zarr")) is not None  # the installed zarr: the direct store
+    monkeypatch.setattr(_store, "_zarr_internals_present", lambda: False)
+    assert _store._local_store(str(tmp_path / "K.zarr")) is None

@@ -193,6 +193,17 @@ def _put_direct(path, value) -> None:
         raise
 
 
+def _zarr_internals_present() -> bool:
+    """The private pieces of zarr's LocalStore that :func:`_put_direct` and ``DirectLocalStore`` use: a zarr release
+    that renames them gets zarr's own store (slower writes, same bytes), never a failing write."""
+    try:
+        from zarr.storage import LocalStore
+        from zarr.storage._local import _put  # noqa: F401
+    except ImportError:
+        return False
+    return all(hasattr(LocalStore, name) for name in ("_set", "_open", "_check_writable"))
+
+
 def _local_store(path: str):
     """A zarr LocalStore whose large chunk writes use :func:`_put_direct`, or None when ``path`` is not local (an
     fsspec URL: zarr's own store) or O_DIRECT is off or not on this platform."""
@@ -200,7 +211,7 @@ def _local_store(path: str):
     from fsspec.implementations.local import LocalFileSystem
     from zarr.storage import LocalStore
 
-    if os.environ.get(DIRECT_IO, "1") == "0" or not hasattr(os, "O_DIRECT"):
+    if os.environ.get(DIRECT_IO, "1") == "0" or not hasattr(os, "O_DIRECT") or not _zarr_internals_present():
         return None
     fs, root = fsspec.core.url_to_fs(path)
     if not isinstance(fs, LocalFileSystem):
@@ -210,7 +221,7 @@ def _local_store(path: str):
         async def _set(self, key, value, exclusive: bool = False) -> None:
             if exclusive or len(value) < DIRECT_MIN_BYTES:
                 return await super()._set(key, value, exclusive=exclusive)
-            if not self._is_open:
+            if not getattr(self, "_is_open", False):
                 await self._open()
             self._check_writable()
             await asyncio.to_thread(_put_direct, self.root / key, value)
